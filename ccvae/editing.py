@@ -1,0 +1,135 @@
+"""Latent operations as pure tensor functions: the one code path for training figures and the app.
+
+Conventions: z is (B, D) on the model's device; z[:, :L] are the characteristic latents
+(z[:, i] belongs to label i) and z[:, L:] the style latents. Images are (B, C, H, W) floats in
+[0, 1]. Labels are given by index or by name. No function modifies its inputs; randomness comes
+from an optional torch.Generator (on the model's device), so results can be reproduced.
+"""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_MARGIN = 1.5  # traversal ranges reach this many prior standard deviations past each mean
+
+
+@torch.no_grad()
+def encode(model, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z (B, D) for images x: the posterior mean, or a sample of q(z|x) when sample=True."""
+    q = model.encode(x.to(model.device, torch.float32))
+    return q.sample(generator=generator) if sample else q.mode()
+
+
+@torch.no_grad()
+def decode(model, z: torch.Tensor) -> torch.Tensor:
+    """The image mean of p(x|z): (B, C, H, W) in [0, 1]. z may have extra leading dims (..., D)."""
+    lead = z.shape[:-1]
+    x = model.decode(z.reshape(-1, z.shape[-1]).to(model.device, torch.float32))
+    return x.reshape(*lead, *x.shape[1:])
+
+
+@torch.no_grad()
+def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
+    """decode(encode(x)) with the posterior mean."""
+    return decode(model, encode(model, x))
+
+
+@torch.no_grad()
+def label_probs(model, z: torch.Tensor) -> torch.Tensor:
+    """q(y_i = 1 | z_i) for each label: (..., L)."""
+    return torch.sigmoid(model.classifier_logits(z[..., : model.num_labels]))
+
+
+@torch.no_grad()
+def traversal_range(model, label: int | str, *, margin: float = DEFAULT_MARGIN) -> tuple[float, float]:
+    """(absent_end, present_end) of label i's latent.
+
+    From the y_i = 0 side of p(z_i|y_i=0) (its mean minus margin standard deviations, away from
+    the y_i = 1 mean) to the y_i = 1 side of p(z_i|y_i=1) (its mean plus margin standard
+    deviations). absent_end > present_end when the y_i = 1 mean is the smaller one.
+    """
+    i = model.label_index(label)
+    loc, scale = model.prior_params()
+    mu0, mu1, s0, s1 = loc[0, i].item(), loc[1, i].item(), scale[0, i].item(), scale[1, i].item()
+    sign = 1.0 if mu1 >= mu0 else -1.0
+    return mu0 - sign * margin * s0, mu1 + sign * margin * s1
+
+
+def set_latent(z: torch.Tensor, index: int, value: float | torch.Tensor) -> torch.Tensor:
+    """A copy of z with z[..., index] = value (a float or a tensor broadcastable to z[..., index])."""
+    out = z.clone()
+    out[..., index] = torch.as_tensor(value, dtype=z.dtype, device=z.device)
+    return out
+
+
+@torch.no_grad()
+def sample_characteristic(model, label: int | str, present: bool | torch.Tensor, n: int,
+                          *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n draws of z_i ~ p(z_i | y_i = present): (n,)."""
+    i = model.label_index(label)
+    loc, scale = model.prior_params()
+    v = torch.as_tensor(present, device=model.device).long().expand(n)
+    eps = torch.randn(n, generator=generator, device=model.device)
+    return loc[v, i] + scale[v, i] * eps
+
+
+def resample_latent(model, z: torch.Tensor, label: int | str, *, present: bool,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """A new variant of label i's characteristic: z_i ~ p(z_i | y_i = present); all else kept. z: (B, D)."""
+    i = model.label_index(label)
+    return set_latent(z, i, sample_characteristic(model, i, present, z.shape[0], generator=generator).to(z.dtype))
+
+
+def resample_style(model, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """New style latents z_s ~ N(0, I); every characteristic latent kept. z: (B, D)."""
+    out = z.clone()
+    L = model.num_labels
+    out[:, L:] = torch.randn(z.shape[0], z.shape[1] - L, generator=generator, device=z.device, dtype=z.dtype)
+    return out
+
+
+@torch.no_grad()
+def sample_labels(model, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """y ~ p(y): (n, L) floats in {0, 1}."""
+    u = torch.rand(n, model.num_labels, generator=generator, device=model.device)
+    return (u < model.label_prior).float()
+
+
+@torch.no_grad()
+def generate(model, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Conditional generation: z_c ~ p(z_c | y), z_s ~ N(0, I). y: (B, L) -> z: (B, D)."""
+    y = torch.as_tensor(y, dtype=torch.float32, device=model.device)
+    if y.dim() != 2 or y.shape[1] != model.num_labels:
+        raise ValueError(f"labels must have shape (B, {model.num_labels}), got {tuple(y.shape)}")
+    z_c = model.conditional_prior(y).sample(generator=generator)
+    z_s = torch.randn(y.shape[0], model.style_dim, generator=generator, device=model.device)
+    return torch.cat([z_c, z_s], 1)
+
+
+def swap(z: torch.Tensor, z_source: torch.Tensor, index: int) -> torch.Tensor:
+    """z with characteristic `index` taken from z_source (same shape, or (1, D) to broadcast)."""
+    return set_latent(z, index, z_source[..., index].expand(z.shape[:-1]))
+
+
+@torch.no_grad()
+def traverse(model, z: torch.Tensor, label: int | str, *, steps: int = 8, margin: float = DEFAULT_MARGIN) -> torch.Tensor:
+    """A 1-D walk of label i's latent over its own traversal range, absent -> present: (B, steps, D)."""
+    i = model.label_index(label)
+    lo, hi = traversal_range(model, i, margin=margin)
+    values = torch.linspace(lo, hi, steps, device=z.device, dtype=z.dtype)
+    out = z.unsqueeze(1).repeat(1, steps, 1)
+    out[:, :, i] = values
+    return out
+
+
+@torch.no_grad()
+def traverse_grid(model, z: torch.Tensor, row_label: int | str, col_label: int | str, *, steps: int = 5,
+                  margin: float = DEFAULT_MARGIN) -> torch.Tensor:
+    """A 2-D grid: rows walk row_label's range, columns col_label's, each on its own range: (B, steps, steps, D)."""
+    i, j = model.label_index(row_label), model.label_index(col_label)
+    if i == j:
+        raise ValueError(f"a 2-D grid needs two different labels, got {model.label_names[i]!r} twice")
+    (ri0, ri1), (rj0, rj1) = traversal_range(model, i, margin=margin), traversal_range(model, j, margin=margin)
+    out = z[:, None, None, :].repeat(1, steps, steps, 1)
+    out[:, :, :, i] = torch.linspace(ri0, ri1, steps, device=z.device, dtype=z.dtype)[None, :, None]
+    out[:, :, :, j] = torch.linspace(rj0, rj1, steps, device=z.device, dtype=z.dtype)[None, None, :]
+    return out

@@ -1,0 +1,217 @@
+"""The CCVAE model (Joy et al., "Capturing Label Characteristics in VAEs", ICLR 2021).
+
+Generative story, for L binary labels and a latent z = [z_c, z_s] of size D (z_c has L entries,
+one per label; z_s has D - L style entries):
+
+    y_i        ~ Bernoulli(pi_i)                         label prior p(y), pi = labelled frequencies
+    z_i | y_i  ~ N(mu_{i, y_i}, sigma_{i, y_i}^2)        conditional prior p(z_c | y), i = 1..L
+    z_s        ~ N(0, I)                                 style latents
+    x | z      ~ Laplace / Gaussian / Bernoulli(sigmoid(decoder(z)))     p(x | z)
+
+Inference model:
+
+    z | x      ~ N(encoder_loc(x), diag(encoder_scale(x)^2))             q(z | x)
+    y_i | z_i  ~ Bernoulli(sigmoid(a_i z_i + b_i))                       q(y_i | z_i), diagonal
+
+Label i is read from latent i alone, so whatever distinguishes y_i must live in z_i; the
+conditional prior p(z_i | y_i) keeps the *variation* of that characteristic (which glasses,
+which smile), so resampling z_i under y_i = 1 gives a new variant of it.
+
+The objective lives in `ccvae.objective`, latent operations in `ccvae.editing`; this module holds
+the networks, the parameters, and checkpoint I/O (through `ccvae.hub`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+
+from .distributions import LIKELIHOODS, DiagonalGaussian, image_log_likelihood
+from .networks import Decoder, Encoder, default_channels
+
+FORMAT_VERSION = 1
+
+
+class CCVAE(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ccvae",
+    tags=["ccvae", "vae", "disentanglement", "image-editing"],
+    repo_url="https://github.com/thwjoy/ccvae",
+    license="mit",
+):
+    """Characteristic-capturing VAE. Every argument is keyword-only and travels in config.json.
+
+    label_names: the L binary labels, in order; z[:, i] is label i's characteristic latent.
+    latent_dim: D, the total latent size (z_c and z_s together); D >= L.
+    image_size: 64 or 128 (any 4 * 2**n); images are (B, in_channels, image_size, image_size).
+    channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
+    hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
+    likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
+    likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
+    learn_scale: learn one global scale of p(x|z) by maximum likelihood.
+    prior_separation: initial distance between the means of p(z_i|y_i=0) and p(z_i|y_i=1)
+        (at -sep/2 and +sep/2; the official code starts both at 0, so nothing breaks the tie).
+    """
+
+    def __init__(
+        self,
+        *,
+        label_names: Sequence[str],
+        latent_dim: int = 45,
+        image_size: int = 64,
+        in_channels: int = 3,
+        channels: Sequence[int] | None = None,
+        hidden_dim: int = 256,
+        likelihood: str = "laplace",
+        likelihood_scale: float = 0.1,
+        learn_scale: bool = True,
+        prior_separation: float = 2.0,
+    ):
+        super().__init__()
+        label_names = [str(n) for n in label_names]
+        if not label_names:
+            raise ValueError("label_names is empty: CCVAE needs at least one binary label")
+        if len(set(label_names)) != len(label_names):
+            raise ValueError(f"label_names has duplicates: {label_names}")
+        if latent_dim < len(label_names):
+            raise ValueError(f"latent_dim={latent_dim} is smaller than the number of labels ({len(label_names)})")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+        if not likelihood_scale > 0:
+            raise ValueError(f"likelihood_scale must be positive, got {likelihood_scale}")
+        channels = tuple(int(c) for c in (channels if channels is not None else default_channels(image_size)))
+        self.config = dict(
+            label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
+            in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
+            likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
+            prior_separation=float(prior_separation),
+        )
+        L = len(label_names)
+        net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
+        self.encoder = Encoder(in_channels=in_channels, **net)
+        self.decoder = Decoder(out_channels=in_channels, **net)
+        # q(y_i | z_i) = sigmoid(a_i z_i + b_i)
+        self.classifier_weight = nn.Parameter(torch.ones(L))
+        self.classifier_bias = nn.Parameter(torch.zeros(L))
+        # p(z_i | y_i = v): row v of (2, L); scale = softplus(raw) + eps, starting at 1
+        half = prior_separation / 2
+        self.prior_loc = nn.Parameter(torch.stack([torch.full((L,), -half), torch.full((L,), half)]))
+        self.prior_raw_scale = nn.Parameter(torch.full((2, L), _softplus_inverse(1.0)))
+        # p(x | z) scale, in log space; a frozen parameter when not learned
+        self.log_likelihood_scale = nn.Parameter(torch.tensor(float(likelihood_scale)).log(), requires_grad=learn_scale)
+        # p(y_i = 1): set from the labelled data's frequencies by training, saved with the weights
+        self.register_buffer("label_prior", torch.full((L,), 0.5))
+
+    # ---- sizes and names -------------------------------------------------------------------
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.config["label_names"])
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.config["label_names"])
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config["latent_dim"]
+
+    @property
+    def style_dim(self) -> int:
+        return self.latent_dim - self.num_labels
+
+    @property
+    def image_size(self) -> int:
+        return self.config["image_size"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.classifier_bias.device
+
+    def label_index(self, name_or_index: str | int) -> int:
+        """The index of a label given by name or index; a clear error otherwise."""
+        if isinstance(name_or_index, str):
+            if name_or_index not in self.config["label_names"]:
+                raise ValueError(f"unknown label {name_or_index!r}; this model's labels are {self.label_names}")
+            return self.config["label_names"].index(name_or_index)
+        i = int(name_or_index)
+        if not 0 <= i < self.num_labels:
+            raise IndexError(f"label index {i} out of range for {self.num_labels} labels")
+        return i
+
+    # ---- the distributions -----------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """q(z | x) for x (B, C, H, W) in [0, 1]: a DiagonalGaussian over (B, D)."""
+        self._check_images(x)
+        loc, scale = self.encoder(x)
+        return DiagonalGaussian(loc, scale)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D) -> logits (B, C, H, W); the image mean is their sigmoid."""
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x | z): (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z).float())
+
+    def classifier_logits(self, z_c: torch.Tensor) -> torch.Tensor:
+        """logit q(y_i = 1 | z_i) for z_c (..., L): (..., L)."""
+        return z_c.float() * self.classifier_weight + self.classifier_bias
+
+    def prior_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) of p(z_i | y_i = v), each (2, L): row v is y_i = v."""
+        return self.prior_loc, F.softplus(self.prior_raw_scale) + 1e-4
+
+    def conditional_prior(self, y: torch.Tensor) -> DiagonalGaussian:
+        """p(z_c | y) for y (..., L) in {0, 1}: a DiagonalGaussian over (..., L)."""
+        loc, scale = self.prior_params()
+        y = y.to(loc.dtype)
+        return DiagonalGaussian(loc[0] + y * (loc[1] - loc[0]), scale[0] + y * (scale[1] - scale[0]))
+
+    def likelihood_scale(self) -> torch.Tensor:
+        return self.log_likelihood_scale.exp()
+
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over pixels: (B,)."""
+        return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale())
+
+    def set_label_prior(self, frequencies: torch.Tensor | Sequence[float]) -> None:
+        """Set p(y_i = 1) from the labelled data's frequencies (clamped away from 0 and 1)."""
+        f = torch.as_tensor(frequencies, dtype=torch.float32, device=self.label_prior.device)
+        if f.shape != self.label_prior.shape:
+            raise ValueError(f"label frequencies have shape {tuple(f.shape)}, expected ({self.num_labels},)")
+        self.label_prior.copy_(f.clamp(1e-3, 1 - 1e-3))
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        c, s = self.config["in_channels"], self.image_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, s, s):
+            raise ValueError(f"expected images of shape (B, {c}, {s}, {s}), got {tuple(x.shape)}")
+
+    # ---- checkpoints (Hugging Face Hub layout; strict) -------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from . import hub
+
+        hub.save(self, Path(save_directory))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, map_location: str | torch.device = "cpu",
+                        revision: str | None = None, token: str | bool | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool = False,
+                        force_download: bool = False) -> "CCVAE":
+        """Load a model saved by `save_pretrained`, from a folder or a Hub id, strictly.
+
+        Missing, extra or mis-shaped tensors, a damaged safetensors file, or a config with
+        unknown, missing or invalid entries raise `hub.CheckpointError` naming the problem.
+        """
+        from . import hub
+
+        return hub.load(cls, pretrained_model_name_or_path, map_location=map_location, revision=revision, token=token,
+                        cache_dir=cache_dir, local_files_only=local_files_only, force_download=force_download)
+
+
+def _softplus_inverse(y: float) -> float:
+    return float(torch.log(torch.expm1(torch.tensor(y))))

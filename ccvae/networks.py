@@ -1,0 +1,72 @@
+"""The encoder and decoder networks (the paper's CelebA architecture, Appendix C).
+
+Encoder, for a 64x64 image: four 4x4 stride-2 convolutions (32, 32, 64, 128 channels) take
+(B, 3, 64, 64) to (B, 128, 4, 4); a 4x4 convolution to 256 channels makes (B, 256, 1, 1); two
+linear heads give the mean and the (softplus) scale of q(z|x). A 128x128 image gets one more
+stride-2 convolution. The decoder mirrors it and ends in logits; the image mean is their sigmoid.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+MIN_SCALE = 1e-4
+
+
+def default_channels(image_size: int) -> tuple[int, ...]:
+    """(32, 32, 64, 128) for 64x64, one more 128 per doubling of the image size."""
+    n = _num_downsamples(image_size)
+    return (32, 32, 64, 128) + (128,) * (n - 4) if n >= 4 else (32, 32, 64, 128)[:n]
+
+
+def _num_downsamples(image_size: int) -> int:
+    n = math.log2(image_size / 4) if image_size >= 8 else -1
+    if n != int(n) or n < 1:
+        raise ValueError(f"image_size must be 4 * 2**n with n >= 1 (e.g. 64 or 128), got {image_size}")
+    return int(n)
+
+
+class Encoder(nn.Module):
+    """x (B, C, H, W) in [0, 1] -> (loc, scale), each (B, latent_dim)."""
+
+    def __init__(self, *, image_size: int, in_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int):
+        super().__init__()
+        if len(channels) != _num_downsamples(image_size):
+            raise ValueError(
+                f"{image_size}x{image_size} images need {_num_downsamples(image_size)} conv channels, got {list(channels)}"
+            )
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.ReLU(inplace=True)]
+            c_in = c
+        layers += [nn.Conv2d(c_in, hidden_dim, 4, 1, 0), nn.ReLU(inplace=True), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.loc = nn.Linear(hidden_dim, latent_dim)
+        self.raw_scale = nn.Linear(hidden_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)  # (B, hidden_dim)
+        loc = self.loc(h).float()
+        scale = F.softplus(self.raw_scale(h).float()) + MIN_SCALE
+        return loc, scale
+
+
+class Decoder(nn.Module):
+    """z (B, latent_dim) -> logits (B, C, H, W); the image mean is sigmoid(logits)."""
+
+    def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int):
+        super().__init__()
+        rev = list(channels)[::-1]  # e.g. 128, 64, 32, 32
+        self.project = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(inplace=True))
+        layers = [nn.Unflatten(1, (hidden_dim, 1, 1)), nn.ConvTranspose2d(hidden_dim, rev[0], 4, 1, 0), nn.ReLU(inplace=True)]
+        for c_in, c_out in zip(rev, rev[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.project(z))
