@@ -24,7 +24,6 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 MAX_PIXELS = 40_000_000  # ~ a 7000 x 5700 photo; larger is refused before decoding
 MIN_SIDE = 8  # below this there is no face to crop
-UPSCALE_SIZE = 256
 
 
 class ImageError(ValueError):
@@ -134,17 +133,6 @@ def to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
     arrays = arrays.permute(0, 2, 3, 1).cpu().numpy()
     images = [Image.fromarray(array, mode="RGB") for array in arrays]
     return images[0] if x.dim() == 3 else images
-
-
-def upscale(image: Image.Image, *, min_size: int = UPSCALE_SIZE) -> Image.Image:
-    """Enlarge smoothly (bicubic) so the shorter side is at least ``min_size``."""
-    width, height = image.size
-    if min(width, height) >= min_size:
-        return image
-    factor = min_size / min(width, height)
-    return image.resize(
-        (round(width * factor), round(height * factor)), Image.Resampling.BICUBIC
-    )
 
 
 def grid(images: list[Image.Image], *, columns: int) -> Image.Image:

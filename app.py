@@ -1,0 +1,510 @@
+"""CCVAE face editor: one slider per label latent, resample buttons, photo upload.
+
+    python app.py                                 # the bundled model, offline
+    python app.py --checkpoint user/ccvae-faces   # a model on the Hub (or a local folder)
+
+In CCVAE each label y_i owns one latent z_i (the characteristic latents z_c); the rest,
+z_s, hold the style. A slider sets z_i and the face is decoded again; a resample button
+draws a new z_i from the conditional prior p(z_i | y_i), so "resample Eyeglasses" gives a
+different pair of glasses each click. Everything a user changes lives in their own
+``gr.State``; the model is shared and read-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import os
+import re
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from ccvae import CCVAE, default_device, editing, images
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "synthetic-faces"
+MAX_FILE_SIZE = "10mb"
+NUM_EXAMPLES = 12
+SLIDER_STEPS = 200  # slider resolution across the traversal range
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
+
+HOW_IT_WORKS = """\
+**How it works.** The encoder turns a face into latents. Each label (Eyeglasses, Smiling, …)
+owns one latent; the rest describe *style* (pose, lighting, identity). A **slider** moves only
+that label's latent, between the values typical of faces *without* it (the "absent" end) and
+*with* it (the "present" end), and the decoder redraws the face; the number beside it is the
+classifier's probability that the characteristic is present. **Resample** draws a new value for
+that one latent from what the model learned about faces on the slider's current side (a new
+pair of glasses, a different smile); **Add** and **Remove** draw from the "present" or "absent"
+side. **Resample style** keeps every characteristic and draws new style latents. Random draws
+use the seed shown in the status line, so any result can be reproduced.
+"""
+
+# Faces are sent at the model's resolution and enlarged here, smoothly (not pixelated).
+CSS = """
+.face img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: auto; }
+.prob { font-variant-numeric: tabular-nums; padding-top: 1.6em; }
+.prob .bar { height: 6px; background: var(--neutral-200); border-radius: 3px; }
+.prob .bar span { display: block; height: 6px; background: var(--color-accent); border-radius: 3px; }
+#notice { border: 1px solid var(--color-accent); padding: 0.5em 1em; border-radius: 6px; }
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser's edit. Latents are (1, D) tensors on the model's device."""
+
+    z_source: torch.Tensor  # encoding of the face being edited; Reset returns here
+    z: torch.Tensor  # the edited latent the page shows
+    z_donor: torch.Tensor | None = None  # second face for swapping a characteristic in
+
+
+def pick_seed(seed: int | None) -> int:
+    return secrets.randbelow(2**31) if seed is None else int(seed)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "label"
+
+
+class Editor:
+    """The model adapter behind the page: one method per widget action.
+
+    Arguments follow the widgets' order; each method returns the new values of its outputs
+    and a new :class:`Session` (the old one is never mutated). Methods that draw at random
+    take ``seed`` (None: a fresh one, reported in the status line).
+    """
+
+    def __init__(self, model: CCVAE, *, examples: Sequence[Image.Image] = ()):
+        self.model = model
+        self.labels: list[str] = list(model.label_names)
+        self.size: int = model.image_size
+        self.ranges: list[tuple[float, float]] = []  # (slider minimum, slider maximum)
+        self.is_flipped: list[bool] = []  # True when "present" is the slider's left end
+        with torch.no_grad():
+            for i in range(len(self.labels)):
+                absent, present = (float(v) for v in editing.traversal_range(model, i))
+                low, high = min(absent, present), max(absent, present)
+                self.ranges.append((math.floor(low * 100) / 100, math.ceil(high * 100) / 100))
+                self.is_flipped.append(present < absent)
+            self.examples: list[Image.Image] = list(examples) or self._random_faces(NUM_EXAMPLES)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def label_index(self, label: str) -> int:
+        if label not in self.labels:
+            raise gr.Error(f"unknown label {label!r}; choose one of {', '.join(self.labels)}")
+        return self.labels.index(label)
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.model.device).manual_seed(seed)
+
+    def _random_faces(self, n: int) -> list[Image.Image]:
+        generator = self._generator(0)
+        y = editing.sample_labels(self.model, n, generator=generator)
+        z = editing.generate(self.model, y, generator=generator)
+        return images.to_pil(editing.decode(self.model, z))
+
+    def render(self, z: torch.Tensor) -> Image.Image:
+        """(1, D) latent -> the face at the model's resolution.
+
+        The page enlarges it smoothly in the browser (CSS), which costs nothing per slider
+        move; a 256 px PNG would take ~50 ms to compress on the server, a 64 px one < 1 ms.
+        """
+        return images.to_pil(editing.decode(self.model, z)[0])
+
+    def slider_value(self, z: torch.Tensor, i: int) -> float:
+        low, high = self.ranges[i]
+        return round(min(max(float(z[0, i]), low), high), 3)
+
+    def prob_html(self, p: float) -> str:
+        return (
+            f'<div class="bar"><span style="width:{100 * p:.0f}%"></span></div>'
+            f"q(present) = <b>{p:.2f}</b>"
+        )
+
+    def probs(self, z: torch.Tensor) -> list[float]:
+        return [float(p) for p in editing.label_probs(self.model, z)[0]]
+
+    def view(self, session: Session, status: str) -> tuple:
+        """Outputs shared by every whole-face action: edited, sliders, probs, session, status."""
+        sliders = [self.slider_value(session.z, i) for i in range(len(self.labels))]
+        probs = [self.prob_html(p) for p in self.probs(session.z)]
+        return (self.render(session.z), *sliders, *probs, session, status)
+
+    def start_from(self, z_source: torch.Tensor, status: str) -> tuple:
+        """A new face: input, reconstruction, then :meth:`view`'s outputs."""
+        session = Session(z_source=z_source, z=z_source)
+        reconstruction = self.render(z_source)
+        return (reconstruction, *self.view(session, status))
+
+    def encode_image(self, image: Image.Image) -> torch.Tensor:
+        x = images.to_tensor(image).to(self.model.device)
+        return editing.encode(self.model, x)
+
+    # ---- choosing a face -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def initial(self) -> tuple:
+        """The page's first face: the first example."""
+        return self.example(0)
+
+    @torch.no_grad()
+    def example(self, index: int) -> tuple:
+        if not 0 <= index < len(self.examples):
+            raise gr.Error(f"example {index} does not exist; there are {len(self.examples)}")
+        image = self.examples[index]
+        z = self.encode_image(image)
+        return (image, *self.start_from(z, f"Example {index + 1}."))
+
+    @torch.no_grad()
+    def random_face(self, *, seed: int | None = None) -> tuple:
+        """y ~ p(y), z ~ p(z | y): a face nobody uploaded."""
+        seed = pick_seed(seed)
+        generator = self._generator(seed)
+        y = editing.sample_labels(self.model, 1, generator=generator)
+        z = editing.generate(self.model, y, generator=generator)
+        present = [name for name, v in zip(self.labels, y[0].tolist()) if v > 0.5]
+        status = f"Random face (seed {seed}) drawn with: {', '.join(present) or 'no labels'}."
+        return (self.render(z), *self.start_from(z, status))
+
+    @torch.no_grad()
+    def upload(self, path: str | None) -> tuple:
+        if not path:
+            raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
+        try:
+            image = images.load_image(path, size=self.size)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        z = self.encode_image(image)
+        return (image, *self.start_from(z, "Your photo, centre-cropped."))
+
+    # ---- one label -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def slide(self, i: int, value: float, session: Session) -> tuple[Image.Image, str, Session]:
+        """Slider i moved to ``value``: decode one image, update q(y_i | z_i)."""
+        z = editing.set_latent(session.z, i, float(value))
+        p = float(editing.label_probs(self.model, z)[0, i])
+        return self.render(z), self.prob_html(p), replace(session, z=z)
+
+    @torch.no_grad()
+    def resample(
+        self, i: int, session: Session, *, present: bool | None = None, seed: int | None = None
+    ) -> tuple[Image.Image, float, str, Session, str]:
+        """New z_i ~ p(z_i | y_i = present); present=None keeps the side the face is on."""
+        if present is None:
+            present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
+        seed = pick_seed(seed)
+        z = editing.resample_latent(
+            self.model, session.z, i, present=present, generator=self._generator(seed)
+        )
+        # The slider cannot leave its range; a rare draw beyond it is shown at the end.
+        z = editing.set_latent(z, i, self.slider_value(z, i))
+        p = float(editing.label_probs(self.model, z)[0, i])
+        side = "present" if present else "absent"
+        status = f"{self.labels[i]}: new sample with it {side} (seed {seed})."
+        return self.render(z), self.slider_value(z, i), self.prob_html(p), replace(session, z=z), status
+
+    # ---- the whole face ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def resample_style(self, session: Session, *, seed: int | None = None) -> tuple:
+        seed = pick_seed(seed)
+        z = editing.resample_style(self.model, session.z, generator=self._generator(seed))
+        return self.view(replace(session, z=z), f"New style, characteristics kept (seed {seed}).")
+
+    @torch.no_grad()
+    def reset(self, session: Session) -> tuple:
+        return self.view(replace(session, z=session.z_source), "Back to the encoding of the input.")
+
+    @torch.no_grad()
+    def traversal(self, label: str, session: Session) -> Image.Image:
+        """8 steps of one label from absent to present, everything else fixed."""
+        i = self.label_index(label)
+        zs = editing.traverse(self.model, session.z, i, steps=8)[0]  # (8, D)
+        return images.grid(images.to_pil(editing.decode(self.model, zs)), columns=8)
+
+    @torch.no_grad()
+    def diversity(self, label: str, session: Session, *, seed: int | None = None) -> tuple[Image.Image, str]:
+        """16 draws of one characteristic on its current side, everything else fixed."""
+        i = self.label_index(label)
+        present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
+        seed = pick_seed(seed)
+        zs = editing.resample_latent(
+            self.model, session.z.repeat(16, 1), i, present=present, generator=self._generator(seed)
+        )
+        sheet = images.grid(images.to_pil(editing.decode(self.model, zs)), columns=4)
+        side = "present" if present else "absent"
+        return sheet, f"16 samples of {label} ({side}), seed {seed}."
+
+    @torch.no_grad()
+    def grid2d(self, row_label: str, column_label: str, session: Session) -> Image.Image:
+        """5x5 faces: rows walk ``row_label`` absent -> present, columns ``column_label``."""
+        i, j = self.label_index(row_label), self.label_index(column_label)
+        if i == j:
+            raise gr.Error(f"choose two different labels for the grid (both are {row_label!r})")
+        zs = editing.traverse_grid(self.model, session.z, i, j, steps=5)[0]  # (5, 5, D)
+        faces = editing.decode(self.model, zs.reshape(25, -1))
+        return images.grid(images.to_pil(faces), columns=5)
+
+    @torch.no_grad()
+    def donor_random(self, session: Session, *, seed: int | None = None) -> tuple[Image.Image, Session, str]:
+        seed = pick_seed(seed)
+        generator = self._generator(seed)
+        y = editing.sample_labels(self.model, 1, generator=generator)
+        z = editing.generate(self.model, y, generator=generator)
+        return self.render(z), replace(session, z_donor=z), f"Random second face (seed {seed})."
+
+    @torch.no_grad()
+    def donor_upload(self, path: str | None, session: Session) -> tuple[Image.Image, Session, str]:
+        if not path:
+            raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
+        try:
+            image = images.load_image(path, size=self.size)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        return image, replace(session, z_donor=self.encode_image(image)), "Second face uploaded."
+
+    @torch.no_grad()
+    def swap(self, label: str, session: Session) -> tuple:
+        i = self.label_index(label)
+        if session.z_donor is None:
+            raise gr.Error("Choose a second face first (Random second face or upload one).")
+        z = editing.swap(session.z, session.z_donor, i)
+        return self.view(replace(session, z=z), f"{label} swapped in from the second face.")
+
+
+def build_demo(
+    model: CCVAE,
+    *,
+    examples: Sequence[Image.Image] = (),
+    notice: str | None = None,
+    concurrency: int = 2,
+) -> gr.Blocks:
+    """The page for ``model`` (already on its device, in eval mode). Launches nothing."""
+    editor = Editor(model, examples=examples)
+    first = editor.initial()
+    first_input, first_reconstruction, first_edited = first[:3]
+    num_labels = len(editor.labels)
+    first_sliders = first[3 : 3 + num_labels]
+    first_probs = first[3 + num_labels : 3 + 2 * num_labels]
+    first_session, first_status = first[-2:]
+
+    with gr.Blocks(title="CCVAE face editor", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# CCVAE face editor\nEdit a face one characteristic at a time with "
+            "[Characteristic Capturing VAEs](https://arxiv.org/abs/2006.10102)."
+        )
+        gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
+        session = gr.State(first_session)
+
+        with gr.Row():
+            with gr.Column(scale=1, min_width=200):
+                gallery = gr.Gallery(
+                    list(editor.examples),
+                    label="Example faces (click one)",
+                    columns=4,
+                    height=260,
+                    allow_preview=False,
+                    show_label=True,
+                    elem_id="examples",
+                )
+                with gr.Row():
+                    random_button = gr.Button("Random face", elem_id="random-face")
+                    upload_button = gr.UploadButton(
+                        "Upload a photo", file_types=UPLOAD_TYPES, elem_id="upload"
+                    )
+                with gr.Row():
+                    input_image = gr.Image(
+                        first_input, label="Input", interactive=False, format="png",
+                        height=160, buttons=[], elem_id="input", elem_classes="face",
+                    )
+                    reconstruction_image = gr.Image(
+                        first_reconstruction, label="Reconstruction", interactive=False,
+                        format="png", height=160, buttons=[], elem_id="reconstruction", elem_classes="face",
+                    )
+            with gr.Column(scale=1, min_width=280):
+                edited_image = gr.Image(
+                    first_edited, label="Edited", interactive=False, format="png",
+                    height=320, buttons=["download"], elem_id="edited", elem_classes="face",
+                )
+                status = gr.Markdown(first_status, elem_id="status")
+                with gr.Row():
+                    style_button = gr.Button("Resample style", elem_id="resample-style")
+                    reset_button = gr.Button("Reset", elem_id="reset")
+            with gr.Column(scale=2, min_width=360):
+                sliders, probs, label_buttons = [], [], []
+                for i, name in enumerate(editor.labels):
+                    low, high = editor.ranges[i]
+                    ends = "present ◀──▶ absent" if editor.is_flipped[i] else "absent ◀──▶ present"
+                    with gr.Row(equal_height=True):
+                        sliders.append(
+                            gr.Slider(
+                                low, high, first_sliders[i], step=round((high - low) / SLIDER_STEPS, 4),
+                                label=name, info=ends, scale=4, buttons=[], elem_id=f"slider-{slug(name)}",
+                            )
+                        )
+                        probs.append(
+                            gr.HTML(first_probs[i], elem_classes="prob", elem_id=f"prob-{slug(name)}",
+                                    min_width=90, scale=1)
+                        )
+                    with gr.Row():
+                        label_buttons.append(
+                            (
+                                gr.Button(f"Resample {name}", size="sm", elem_id=f"resample-{slug(name)}"),
+                                gr.Button(f"Add {name}", size="sm", elem_id=f"add-{slug(name)}"),
+                                gr.Button(f"Remove {name}", size="sm", elem_id=f"remove-{slug(name)}"),
+                            )
+                        )
+
+        with gr.Accordion("More: traversals, grids and swapping", open=False):
+            with gr.Row():
+                with gr.Column():
+                    traversal_label = gr.Dropdown(editor.labels, value=editor.labels[0], label="Label")
+                    traversal_button = gr.Button("Traversal strip (8 steps, absent → present)")
+                    diversity_button = gr.Button("Diversity grid (16 resamples)")
+                with gr.Column(scale=3):
+                    strip_image = gr.Image(label="Traversal", interactive=False, format="png", elem_classes="face")
+                    diversity_image = gr.Image(label="Diversity", interactive=False, format="png", height=300, elem_classes="face")
+            with gr.Row():
+                with gr.Column():
+                    row_label = gr.Dropdown(editor.labels, value=editor.labels[0], label="Rows")
+                    column_label = gr.Dropdown(
+                        editor.labels, value=editor.labels[min(1, num_labels - 1)], label="Columns"
+                    )
+                    grid_button = gr.Button("5×5 grid over two labels")
+                with gr.Column(scale=3):
+                    grid_image = gr.Image(label="Two-label grid", interactive=False, format="png", height=300, elem_classes="face")
+            with gr.Row():
+                with gr.Column():
+                    swap_label = gr.Dropdown(editor.labels, value=editor.labels[0], label="Characteristic")
+                    donor_random_button = gr.Button("Random second face")
+                    donor_upload_button = gr.UploadButton("Upload second face", file_types=UPLOAD_TYPES)
+                    swap_button = gr.Button("Swap it in from the second face")
+                with gr.Column(scale=3):
+                    donor_image = gr.Image(label="Second face", interactive=False, format="png", height=200, elem_classes="face")
+        gr.Markdown(HOW_IT_WORKS)
+
+        view_outputs = [edited_image, *sliders, *probs, session, status]
+        face_outputs = [input_image, reconstruction_image, *view_outputs]
+
+        def on_example(evt: gr.SelectData):
+            return editor.example(evt.index)
+
+        gallery.select(on_example, None, face_outputs, api_name="example")
+        random_button.click(lambda: editor.random_face(), None, face_outputs, api_name="random_face")
+        upload_button.upload(editor.upload, upload_button, face_outputs, api_name="upload")
+        style_button.click(lambda s: editor.resample_style(s), session, view_outputs, api_name="resample_style")
+        reset_button.click(editor.reset, session, view_outputs, api_name="reset")
+
+        for i, name in enumerate(editor.labels):
+            def slide(value: float, s: Session, i: int = i):
+                return editor.slide(i, value, s)
+
+            def resample(s: Session, i: int = i):
+                return editor.resample(i, s)
+
+            def add(s: Session, i: int = i):
+                return editor.resample(i, s, present=True)
+
+            def remove(s: Session, i: int = i):
+                return editor.resample(i, s, present=False)
+
+            sliders[i].input(
+                slide, [sliders[i], session], [edited_image, probs[i], session],
+                api_name=f"slide_{slug(name)}", trigger_mode="always_last",
+                show_progress="hidden",
+            )
+            outputs = [edited_image, sliders[i], probs[i], session, status]
+            for button, fn, verb in zip(label_buttons[i], (resample, add, remove), ("resample", "add", "remove")):
+                button.click(fn, session, outputs, api_name=f"{verb}_{slug(name)}", show_progress="hidden")
+
+        traversal_button.click(editor.traversal, [traversal_label, session], strip_image, api_name="traversal")
+        diversity_button.click(
+            lambda label, s: editor.diversity(label, s), [traversal_label, session],
+            [diversity_image, status], api_name="diversity",
+        )
+        grid_button.click(editor.grid2d, [row_label, column_label, session], grid_image, api_name="grid")
+        donor_random_button.click(
+            lambda s: editor.donor_random(s), session, [donor_image, session, status], api_name="donor_random"
+        )
+        donor_upload_button.upload(
+            editor.donor_upload, [donor_upload_button, session], [donor_image, session, status],
+            api_name="donor_upload",
+        )
+        swap_button.click(editor.swap, [swap_label, session], view_outputs, api_name="swap")
+
+    demo.queue(default_concurrency_limit=concurrency, max_size=256)
+    return demo
+
+
+def load_examples(checkpoint: Path) -> list[Image.Image]:
+    """Held-out faces shipped beside a checkpoint as ``examples/*.png`` (may be none)."""
+    folder = checkpoint / "examples"
+    if not folder.is_dir():
+        return []
+    return [Image.open(path).convert("RGB") for path in sorted(folder.glob("*.png"))[:NUM_EXAMPLES]]
+
+
+def load_model(checkpoint: str) -> tuple[CCVAE, Path | None, str | None]:
+    """(model, local folder or None, notice or None).
+
+    A local folder that fails to load is an error; a Hub id that cannot be loaded falls
+    back to the bundled model with a notice for the page.
+    """
+    if Path(checkpoint).exists() or checkpoint.startswith((".", "/", "~")):
+        return CCVAE.from_pretrained(Path(checkpoint).expanduser()), Path(checkpoint).expanduser(), None
+    try:
+        model = CCVAE.from_pretrained(checkpoint)
+    except (OSError, ValueError) as error:
+        notice = (
+            f"⚠️ Could not load the model {checkpoint!r} from the Hugging Face Hub "
+            f"({type(error).__name__}: {html.escape(str(error).splitlines()[0] if str(error) else '')}). "
+            "Showing the bundled model instead."
+        )
+        return CCVAE.from_pretrained(str(BUNDLED_CHECKPOINT)), BUNDLED_CHECKPOINT, notice
+    return model, None, None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--checkpoint",
+        default=os.environ.get("CCVAE_CHECKPOINT", str(BUNDLED_CHECKPOINT)),
+        help="local folder or Hugging Face Hub id (default: $CCVAE_CHECKPOINT or the bundled model)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None,
+        help="events run at once (default: the number of CPU cores; 4 on a GPU)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> None:
+    device = default_device()
+    model, folder, notice = load_model(args.checkpoint)
+    model.to(device).eval()
+    if device.type == "cpu":
+        # Small decodes are fastest single-threaded; parallelism comes from the queue.
+        torch.set_num_threads(1)
+    concurrency = args.concurrency or (os.cpu_count() or 2 if device.type == "cpu" else 4)
+    examples = load_examples(folder) if folder is not None else []
+    demo = build_demo(model, examples=examples, notice=notice, concurrency=concurrency)
+    demo.launch(
+        max_file_size=MAX_FILE_SIZE,
+        theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                font_mono=["ui-monospace", "monospace"]),
+        css=CSS,
+        run_history=False,
+    )
+
+
+if __name__ == "__main__":
+    main(parse_args())
