@@ -40,6 +40,11 @@ class DiagonalGaussian:
         return 0.5 * (var + self.loc.square() - 1.0 - torch.log(var))
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (under bf16 autocast), otherwise unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Elementwise log N(x; loc, scale^2)."""
     return -0.5 * ((x - loc) / scale).square() - torch.log(scale) - 0.5 * _LOG_2PI
@@ -54,13 +59,13 @@ def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale
       gaussian:  log p = -(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2
       bernoulli: log p = x log mu + (1 - x) log(1 - mu), from the logits for stability
     """
-    x = x.float()
-    logits = logits.float()
+    logits = upcast(logits)
+    x = x.to(logits.dtype)
     if kind == "bernoulli":
         lp = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     else:
         mu = torch.sigmoid(logits)
-        s = scale.float()
+        s = scale.to(logits.dtype)
         if kind == "laplace":
             lp = -(x - mu).abs() / s - torch.log(2 * s)
         elif kind == "gaussian":

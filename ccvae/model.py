@@ -30,7 +30,7 @@ from torch import nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from .distributions import LIKELIHOODS, DiagonalGaussian, image_log_likelihood
+from .distributions import LIKELIHOODS, DiagonalGaussian, image_log_likelihood, upcast
 from .networks import Decoder, Encoder, default_channels
 
 FORMAT_VERSION = 1
@@ -156,11 +156,11 @@ class CCVAE(
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x | z): (B, C, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z).float())
+        return torch.sigmoid(upcast(self.decode_logits(z)))
 
     def classifier_logits(self, z_c: torch.Tensor) -> torch.Tensor:
         """logit q(y_i = 1 | z_i) for z_c (..., L): (..., L)."""
-        return z_c.float() * self.classifier_weight + self.classifier_bias
+        return upcast(z_c) * self.classifier_weight + self.classifier_bias
 
     def prior_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(loc, scale) of p(z_i | y_i = v), each (2, L): row v is y_i = v."""

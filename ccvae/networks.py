@@ -14,6 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .distributions import upcast
+
 MIN_SCALE = 1e-4
 
 
@@ -50,8 +52,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)  # (B, hidden_dim)
-        loc = self.loc(h).float()
-        scale = F.softplus(self.raw_scale(h).float()) + MIN_SCALE
+        loc = upcast(self.loc(h))
+        scale = F.softplus(upcast(self.raw_scale(h))) + MIN_SCALE
         return loc, scale
 
 

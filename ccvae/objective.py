@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .distributions import DiagonalGaussian, gaussian_log_prob
+from .distributions import DiagonalGaussian, gaussian_log_prob, upcast
 
 WEIGHT_GRADS = ("characteristic", "full")
 
@@ -63,7 +63,7 @@ def log_label_prior(model, y: torch.Tensor) -> torch.Tensor:
 def log_classifier(model, z_c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """log q(y | z_c) = sum_i log q(y_i | z_i), for z_c (..., L), y broadcastable: (...)."""
     logits = model.classifier_logits(z_c)
-    return -F.binary_cross_entropy_with_logits(logits, y.float().expand_as(logits), reduction="none").sum(-1)
+    return -F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype).expand_as(logits), reduction="none").sum(-1)
 
 
 def _log_standard_normal(z: torch.Tensor) -> torch.Tensor:
@@ -80,8 +80,14 @@ def supervised(
     z: torch.Tensor | None = None,
     posterior: DiagonalGaussian | None = None,
     weight_grad: str = "characteristic",
+    classification_weight: float = 0.0,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
+
+    classification_weight: alpha >= 0 adds alpha * log q(y|x) to the training loss only (not to
+    the bound), as M2 does. In expectation Eq. 1's own direct classifier gradients cancel (see
+    the module docstring), so the classifier learns only through grad(w), whose signal fades as
+    q(z|x) narrows under a sharp likelihood; alpha gives it a direct signal. alpha = 0 is Eq. 1.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded); posterior:
     optional q(z|x) already computed for x. The loss is -mean(bound) with the gradient
@@ -92,7 +98,7 @@ def supervised(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     L = model.num_labels
-    y = y.float()
+    y = y.to(torch.promote_types(y.dtype, torch.float32)) if y.is_floating_point() else y.float()
     if y.shape != (x.shape[0], L):
         raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]}, {L})")
     q = posterior if posterior is not None else model.encode(x)
@@ -138,7 +144,7 @@ def supervised(
             "accuracy": (pred == y.bool()).float().mean().item(),
             "likelihood_scale": model.likelihood_scale().item(),
         }
-    return Objective(bound=bound, loss=-surrogate.mean(), terms=terms)
+    return Objective(bound=bound, loss=-(surrogate + classification_weight * log_qyx).mean(), terms=terms)
 
 
 def unsupervised(
@@ -165,7 +171,7 @@ def unsupervised(
     logits = model.classifier_logits(z_c)  # (B, L)
     log_q = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], 1)  # (B, 2, L): log q(y_i = v | z_i)
     loc, scale = model.prior_params()  # (2, L)
-    log_pz = gaussian_log_prob(z_c.float().unsqueeze(1), loc, scale)  # (B, 2, L): log p(z_i | y_i = v)
+    log_pz = gaussian_log_prob(upcast(z_c).unsqueeze(1), loc, scale)  # (B, 2, L): log p(z_i | y_i = v)
     pi = model.label_prior
     log_py = torch.stack([torch.log1p(-pi), pi.log()])  # (2, L)
     per_label = (log_q.exp() * (log_pz + log_py - log_q)).sum(1)  # (B, L)

@@ -1,0 +1,88 @@
+"""save_pretrained -> from_pretrained is exact, and every kind of damage is named."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ccvae import CCVAE, CheckpointError, editing
+from conftest import tiny_model
+
+
+@pytest.fixture
+def saved(tmp_path, model):
+    with torch.no_grad():
+        model.prior_loc.add_(torch.randn_like(model.prior_loc))
+    model.set_label_prior([0.1, 0.4, 0.8])
+    model.save_pretrained(tmp_path / "m")
+    return model, tmp_path / "m"
+
+
+def test_roundtrip_reproduces_outputs_exactly(saved):
+    model, path = saved
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((path / "config.json").read_text())
+    assert config["label_names"] == ["Eyeglasses", "Smiling", "Male"] and config["format_version"] == 1
+    loaded = CCVAE.from_pretrained(path)
+    x = torch.rand(3, 3, 16, 16)
+    z = editing.encode(model, x)
+    assert torch.equal(editing.encode(loaded, x), z)
+    assert torch.equal(editing.decode(loaded, z), editing.decode(model, z))
+    assert torch.equal(loaded.label_prior, model.label_prior)
+    assert editing.traversal_range(loaded, 1) == editing.traversal_range(model, 1)
+    assert loaded.config == model.config
+
+
+def _edit_state(path, fn):
+    state = load_file(str(path / "model.safetensors"))
+    fn(state)
+    save_file(state, str(path / "model.safetensors"))
+
+
+def _edit_config(path, fn):
+    config = json.loads((path / "config.json").read_text())
+    fn(config)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: _edit_state(p, lambda s: s.pop("classifier_bias")), r"missing tensors \['classifier_bias'\]"),
+    (lambda p: _edit_state(p, lambda s: s.update(extra=torch.zeros(2))), r"unexpected tensors \['extra'\]"),
+    (lambda p: _edit_state(p, lambda s: s.update(prior_loc=torch.zeros(2, 4))), r"prior_loc has shape \(2, 4\)"),
+    (lambda p: _edit_state(p, lambda s: s.update(classifier_bias=torch.full((3,), float("nan")))), "NaN or inf"),
+    (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:1000]), "damaged"),
+    (lambda p: (p / "model.safetensors").unlink(), "missing model.safetensors"),
+    (lambda p: (p / "config.json").write_text("{not json"), "not valid JSON"),
+    (lambda p: _edit_config(p, lambda c: c.update(label_names=["a", "b", "c", "d"])), r"classifier_bias has shape \(3,\), the config needs \(4,\)"),
+    (lambda p: _edit_config(p, lambda c: c.update(colour="blue")), r"unknown entries \['colour'\]"),
+    (lambda p: _edit_config(p, lambda c: c.pop("label_names")), r"lacks required entries \['label_names'\]"),
+    (lambda p: _edit_config(p, lambda c: c.update(format_version=99)), "format_version 99"),
+    (lambda p: _edit_config(p, lambda c: c.update(likelihood="poisson")), "unknown likelihood 'poisson'"),
+])
+def test_damaged_checkpoints_give_clear_errors(saved, damage, message):
+    _, path = saved
+    damage(path)
+    with pytest.raises(CheckpointError, match=message):
+        CCVAE.from_pretrained(path)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="missing config.json, model.safetensors"):
+        CCVAE.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="neither a model folder nor a Hugging Face Hub id"):
+        CCVAE.from_pretrained(tmp_path / "nope" / "deeper")
+
+
+def test_unreachable_hub_id_is_a_clear_error(tmp_path):
+    # local_files_only stands in for "no network": the same error path, without waiting on a timeout
+    with pytest.raises(CheckpointError, match="could not fetch 'someone/no-such-model'"):
+        CCVAE.from_pretrained("someone/no-such-model", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_invalid_constructor_arguments_are_named():
+    with pytest.raises(ValueError, match="latent_dim=2 is smaller than the number of labels"):
+        CCVAE(label_names=["a", "b", "c"], latent_dim=2)
+    with pytest.raises(ValueError, match="image_size must be 4"):
+        CCVAE(label_names=["a"], image_size=60)
+    with pytest.raises(ValueError, match="duplicates"):
+        CCVAE(label_names=["a", "a"])

@@ -1,0 +1,102 @@
+"""Invariants of the latent operations."""
+import pytest
+import torch
+
+from ccvae import editing
+from conftest import tiny_model
+
+
+@pytest.fixture
+def setup(model):
+    with torch.no_grad():  # make label 1's present mean the smaller one: a reversed axis
+        model.prior_loc.copy_(torch.tensor([[-1.0, 2.0, -0.5], [1.5, -1.0, 3.0]]))
+        model.prior_raw_scale.copy_(torch.tensor([[0.0, -1.0, 0.5], [0.3, 0.1, -0.5]]))
+    z = editing.encode(model, torch.rand(4, 3, 16, 16))
+    return model, z
+
+
+def _others(z, i):
+    return torch.cat([z[..., :i], z[..., i + 1:]], -1)
+
+
+def test_set_and_resample_touch_only_their_latent(setup):
+    model, z = setup
+    L = model.num_labels
+    for i in range(L):
+        for out in (editing.set_latent(z, i, 3.0),
+                    editing.resample_latent(model, z, i, present=True),
+                    editing.resample_latent(model, z, model.label_names[i], present=False)):
+            assert torch.equal(_others(out, i), _others(z, i))
+            assert not torch.equal(out[:, i], z[:, i])
+    styled = editing.resample_style(model, z)
+    assert torch.equal(styled[:, :L], z[:, :L]) and not torch.equal(styled[:, L:], z[:, L:])
+    swapped = editing.swap(z, z.flip(0), 2)
+    assert torch.equal(swapped[:, 2], z.flip(0)[:, 2]) and torch.equal(_others(swapped, 2), _others(z, 2))
+    assert torch.equal(z, editing.encode(model, torch.rand(4, 3, 16, 16))) is False  # inputs untouched
+
+
+def test_resample_draws_from_the_right_side_of_the_prior(setup):
+    model, z = setup
+    loc, scale = model.prior_params()
+    g = torch.Generator().manual_seed(0)
+    many = z[:1].expand(4000, -1)
+    for v in (0, 1):
+        draws = editing.resample_latent(model, many, 0, present=bool(v), generator=g)[:, 0]
+        assert abs(draws.mean() - loc[v, 0]) < 0.1 and abs(draws.std() - scale[v, 0]) < 0.1
+
+
+def test_traversal_ranges_go_from_absent_to_present(setup):
+    model, z = setup
+    loc, scale = model.prior_params()
+    for i in range(model.num_labels):
+        absent, present = editing.traversal_range(model, i, margin=1.0)
+        mu0, mu1 = loc[0, i].item(), loc[1, i].item()
+        assert abs(absent - mu0) == pytest.approx(scale[0, i].item())
+        assert abs(present - mu1) == pytest.approx(scale[1, i].item())
+        # the walk starts where the classifier sees "absent" if it agrees with the prior's order
+        assert (present - absent) * (mu1 - mu0) > 0
+    walk = editing.traverse(model, z, 1, steps=8)
+    absent, present = editing.traversal_range(model, 1)
+    assert walk.shape == (4, 8, z.shape[1])
+    assert walk[0, 0, 1].item() == pytest.approx(absent) and walk[0, -1, 1].item() == pytest.approx(present)
+    assert torch.equal(_others(walk, 1), _others(z.unsqueeze(1).expand_as(walk), 1))
+
+
+def test_grid_axes_follow_their_own_labels(setup):
+    model, z = setup
+    grid = editing.traverse_grid(model, z, 0, 2, steps=5)
+    assert grid.shape == (4, 5, 5, z.shape[1])
+    r0, r1 = editing.traversal_range(model, 0)
+    c0, c1 = editing.traversal_range(model, 2)
+    assert (r0, r1) != (c0, c1)
+    torch.testing.assert_close(grid[0, :, 0, 0], torch.linspace(r0, r1, 5))  # rows: label 0's range
+    torch.testing.assert_close(grid[0, 0, :, 2], torch.linspace(c0, c1, 5))  # columns: label 2's range
+    assert torch.equal(grid[0, :, 3, 0], grid[0, :, 1, 0])  # the row label does not change along a row
+    assert torch.equal(grid[0, 2, :, 2], grid[0, 4, :, 2])
+    with pytest.raises(ValueError, match="two different labels"):
+        editing.traverse_grid(model, z, 1, 1)
+
+
+def test_generate_and_sample_labels(setup):
+    model, _ = setup
+    model.set_label_prior([0.0, 1.0, 0.5])
+    g = torch.Generator().manual_seed(0)
+    y = editing.sample_labels(model, 2000, generator=g)
+    assert y[:, 0].mean() < 0.01 and y[:, 1].mean() > 0.99 and abs(y[:, 2].mean() - 0.5) < 0.05
+    z = editing.generate(model, y, generator=g)
+    loc, _ = model.prior_params()
+    assert abs(z[y[:, 2] == 1, 2].mean() - loc[1, 2]) < 0.1
+    assert z.shape == (2000, model.latent_dim)
+    assert editing.decode(model, z[:3]).shape == (3, 3, 16, 16)
+    assert editing.decode(model, z[:6].reshape(2, 3, -1)).shape == (2, 3, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
+        editing.generate(model, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="unknown label 'Hat'"):
+        editing.traverse(model, z, "Hat")
+
+
+def test_label_probs_read_each_label_from_its_own_latent(setup):
+    model, z = setup
+    p = editing.label_probs(model, z)
+    moved = editing.label_probs(model, editing.set_latent(z, 1, 10.0))
+    assert torch.equal(moved[:, [0, 2]], p[:, [0, 2]]) and not torch.equal(moved[:, 1], p[:, 1])

@@ -1,0 +1,137 @@
+"""The objective against independent evaluations written with torch.distributions."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.distributions as D
+
+from ccvae import objective
+from conftest import tiny_model
+
+
+def _likelihood(model, x, logits):
+    mean = torch.sigmoid(logits)
+    kind, s = model.config["likelihood"], model.likelihood_scale()
+    dist = {"laplace": lambda: D.Laplace(mean, s), "gaussian": lambda: D.Normal(mean, s),
+            "bernoulli": lambda: D.Bernoulli(logits=logits, validate_args=False)}[kind]()
+    return dist.log_prob(x).flatten(1).sum(1)
+
+
+def _log_p_z_given_y(model, z, y):
+    L = model.num_labels
+    loc, scale = model.prior_params()
+    yl = y.long()
+    pz_c = D.Normal(loc.gather(0, yl) if yl.dim() == 2 else loc[yl, torch.arange(L)],
+                    scale.gather(0, yl) if yl.dim() == 2 else scale[yl, torch.arange(L)])
+    return pz_c.log_prob(z[..., :L]).sum(-1) + D.Normal(0.0, 1.0).log_prob(z[..., L:]).sum(-1)
+
+
+@pytest.mark.parametrize("likelihood", ["laplace", "gaussian", "bernoulli"])
+def test_supervised_equals_plain_monte_carlo_of_eq1(likelihood):
+    model = tiny_model(likelihood=likelihood).double()
+    model.set_label_prior([0.2, 0.5, 0.7])
+    torch.manual_seed(1)
+    B, K, L = 5, 7, model.num_labels
+    x = torch.rand(B, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (B, L)).double()
+    q = model.encode(x)
+    z = q.sample(K)  # (K, B, D)
+
+    got = objective.supervised(model, x, y, z=z, posterior=q).bound
+
+    qz = D.Independent(D.Normal(q.loc, q.scale), 1)
+    q_y_zc = D.Independent(D.Bernoulli(logits=model.classifier_logits(z[..., :L])), 1)
+    log_q_y_zc = q_y_zc.log_prob(y.expand(K, B, L))  # (K, B)
+    log_q_y_x = torch.log(log_q_y_zc.exp().mean(0))
+    w = log_q_y_zc[0].exp() / log_q_y_x.exp()
+    loc, scale = model.prior_params()
+    p_zc = D.Normal(torch.where(y.bool(), loc[1], loc[0]), torch.where(y.bool(), scale[1], scale[0]))
+    log_p_z_y = p_zc.log_prob(z[0, :, :L]).sum(-1) + D.Normal(0.0, 1.0).log_prob(z[0, :, L:]).sum(-1)
+    log_ratio = _likelihood(model, x, model.decode_logits(z[0])) + log_p_z_y - log_q_y_zc[0] - qz.log_prob(z[0])
+    log_py = D.Independent(D.Bernoulli(probs=model.label_prior), 1).log_prob(y)
+    expected = w * log_ratio + log_q_y_x + log_py
+
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-7)
+
+
+def test_weight_grad_modes_share_the_value_and_full_is_the_plain_gradient():
+    model = tiny_model().double()
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (4, 3)).double()
+    q = model.encode(x)
+    z = q.sample(5).detach()
+    a = objective.supervised(model, x, y, z=z, weight_grad="characteristic")
+    b = objective.supervised(model, x, y, z=z, weight_grad="full")
+    torch.testing.assert_close(a.loss, b.loss)
+    g_full = torch.autograd.grad(b.loss, model.classifier_weight, retain_graph=True)[0]
+    g_plain = torch.autograd.grad(-b.bound.mean(), model.classifier_weight)[0]
+    torch.testing.assert_close(g_full, g_plain)
+    g_char = torch.autograd.grad(a.loss, model.classifier_weight)[0]
+    assert not torch.allclose(g_char, g_full)  # the variance-reduced score term differs
+
+
+def test_weight_is_bounded_by_k():
+    model = tiny_model()
+    with torch.no_grad():
+        model.classifier_bias.fill_(30.0)
+    x = torch.rand(3, 3, 16, 16)
+    y = torch.zeros(3, 3)
+    for k in (1, 2, 50):
+        terms = objective.supervised(model, x, y, k=k).terms
+        assert terms["weight_max"] <= k * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("L", [1, 3, 5])
+def test_unsupervised_equals_brute_force_sum_over_all_label_vectors(L):
+    model = tiny_model(labels=[f"l{i}" for i in range(L)], latent_dim=L + 2).double()
+    model.set_label_prior(torch.linspace(0.1, 0.9, L))
+    with torch.no_grad():
+        model.prior_loc.add_(torch.randn_like(model.prior_loc) * 0.3)
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    q = model.encode(x)
+    z = q.sample()
+    got = objective.unsupervised(model, x, z=z, posterior=q).bound
+
+    log_px = _likelihood(model, x, model.decode_logits(z))
+    log_qz = D.Independent(D.Normal(q.loc, q.scale), 1).log_prob(z)
+    q_y = D.Independent(D.Bernoulli(logits=model.classifier_logits(z[:, :L])), 1)
+    p_y = D.Independent(D.Bernoulli(probs=model.label_prior), 1)
+    total = torch.zeros(4, dtype=torch.float64)
+    for bits in itertools.product([0.0, 1.0], repeat=L):
+        y = torch.tensor(bits, dtype=torch.float64).expand(4, L)
+        log_q = q_y.log_prob(y)
+        total = total + log_q.exp() * (log_px + _log_p_z_given_y(model, z, y) + p_y.log_prob(y) - log_q - log_qz)
+    torch.testing.assert_close(got, total, rtol=1e-9, atol=1e-7)
+
+
+@pytest.mark.parametrize("likelihood", ["laplace", "gaussian", "bernoulli"])
+@pytest.mark.parametrize("image", ["black", "white"])
+@pytest.mark.parametrize("k", [1, 100])
+@pytest.mark.parametrize("logit", [-50.0, 50.0])
+def test_gradients_finite_at_the_edges(likelihood, image, k, logit):
+    model = tiny_model(likelihood=likelihood, likelihood_scale=0.01)
+    with torch.no_grad():
+        model.classifier_bias.fill_(logit)
+        model.classifier_weight.fill_(5.0)
+    x = torch.full((3, 3, 16, 16), 0.0 if image == "black" else 1.0)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    loss = objective.supervised(model, x, y, k=k).loss + objective.unsupervised(model, x).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name
+
+
+def test_bad_arguments_are_named():
+    model = tiny_model()
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        objective.supervised(model, x, torch.zeros(2, 3), k=0)
+    with pytest.raises(ValueError, match=r"labels have shape \(2, 2\)"):
+        objective.supervised(model, x, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="weight_grad"):
+        objective.supervised(model, x, torch.zeros(2, 3), weight_grad="nope")
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 16, 16\)"):
+        objective.unsupervised(model, torch.rand(2, 3, 32, 32))
