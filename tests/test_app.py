@@ -1,0 +1,331 @@
+"""app.py's handlers called directly on a tiny random model: each asserts what the user sees."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import app
+from ccvae import CCVAE, CheckpointError
+
+LABELS = ["Eyeglasses", "Smiling", "Male"]
+L = len(LABELS)
+SIZE = 16
+REPO = Path(__file__).resolve().parents[1]
+
+
+def visible_model() -> CCVAE:
+    """A tiny random CCVAE whose decoder is loud enough for one latent to change pixels."""
+    torch.manual_seed(0)
+    model = CCVAE(label_names=LABELS, latent_dim=6, image_size=SIZE, channels=[8, 8], hidden_dim=16)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(2.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def editor() -> app.Editor:
+    return app.Editor(visible_model())
+
+
+@pytest.fixture
+def session(editor) -> app.Session:
+    return editor.initial()[-2]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(int)
+
+
+def write(tmp_path: Path, name: str, image: Image.Image, fmt: str, **kwargs) -> str:
+    path = tmp_path / name
+    image.save(path, format=fmt, **kwargs)
+    return str(path)
+
+
+# ---- the page's first face and the view ----------------------------------------------------
+
+
+def test_initial_outputs_follow_the_widget_order(editor):
+    out = editor.initial()
+    assert len(out) == 3 + 2 * L + 2  # input, reconstruction, edited, sliders, probs, session, status
+    input_image, reconstruction, edited = out[:3]
+    assert input_image.size == reconstruction.size == edited.size == (SIZE, SIZE)
+    session = out[-2]
+    assert isinstance(session, app.Session) and torch.equal(session.z, session.z_source)
+    for i, value in enumerate(out[3 : 3 + L]):
+        low, high = editor.ranges[i]
+        assert low <= value <= high
+
+
+def test_slider_ranges_come_from_the_conditional_prior_and_mark_their_ends(editor):
+    from ccvae import editing
+
+    for i in range(L):
+        absent, present = editing.traversal_range(editor.model, i)
+        low, high = editor.ranges[i]
+        assert low <= min(absent, present) and max(absent, present) <= high
+        assert editor.is_flipped[i] == (present < absent)
+
+
+def test_flipped_label_is_marked_present_on_the_left():
+    model = visible_model()
+    with torch.no_grad():
+        model.prior_loc[:, 1] = torch.tensor([1.0, -1.0])  # "present" mean below "absent" mean
+    editor = app.Editor(model)
+    assert editor.is_flipped == [False, True, False]
+    demo = app.build_demo(model)
+    infos = {c.label: c.info for c in demo.blocks.values() if isinstance(c, gr.Slider)}
+    assert infos["Smiling"].startswith("present") and infos["Eyeglasses"].startswith("absent")
+
+
+# ---- one label ---------------------------------------------------------------------------------
+
+
+def test_slide_changes_the_face_and_only_that_latent(editor, session):
+    low, high = editor.ranges[0]
+    image_low, prob_low, s_low = editor.slide(0, low, session)
+    image_high, prob_high, s_high = editor.slide(0, high, session)
+    assert np.abs(pixels(image_low) - pixels(image_high)).mean() > 1
+    changed = (s_low.z != session.z)[0]
+    assert changed.tolist() == [True] + [False] * 5
+    assert s_low.z[0, 0].item() == pytest.approx(low)
+    assert torch.equal(session.z, session.z_source)  # the old session is untouched
+
+
+def test_probability_beside_the_slider_moves_with_it(editor, session):
+    def q(html: str) -> float:
+        return float(html.split("<b>")[1].split("</b>")[0])
+
+    low, high = editor.ranges[0]
+    values = np.linspace(low, high, 5)
+    probs = [q(editor.slide(0, v, session)[1]) for v in values]
+    assert probs == sorted(probs) and probs[-1] > 0.5 > probs[0]
+
+
+def test_resample_is_reproducible_by_seed_and_differs_between_seeds(editor, session):
+    a = editor.resample(0, session, seed=1)
+    b = editor.resample(0, session, seed=1)
+    c = editor.resample(0, session, seed=2)
+    assert torch.equal(a[3].z, b[3].z) and a[1] == b[1]
+    assert a[1] != c[1]
+    assert "seed 1" in a[4]
+    assert (a[3].z != session.z)[0].tolist() == [True] + [False] * 5
+
+
+def test_add_draws_from_present_and_remove_from_absent(editor, session):
+    # Same seed -> same standard normal draw; the "present" mean lies above the "absent" one.
+    for seed in range(5):
+        added = editor.resample(1, session, present=True, seed=seed)
+        removed = editor.resample(1, session, present=False, seed=seed)
+        assert added[1] > removed[1]
+        assert added[3].z[0, 1].item() == pytest.approx(added[1])  # slider shows the latent
+
+
+def test_resample_keeps_the_side_the_slider_is_on(editor, session):
+    low, high = editor.ranges[2]
+    on_present = editor.slide(2, high, session)[2]
+    on_absent = editor.slide(2, low, session)[2]
+    assert editor.resample(2, on_present, seed=3)[1] == editor.resample(2, on_present, present=True, seed=3)[1]
+    assert editor.resample(2, on_absent, seed=3)[1] == editor.resample(2, on_absent, present=False, seed=3)[1]
+
+
+# ---- the whole face ----------------------------------------------------------------------------
+
+
+def test_resample_style_keeps_every_characteristic(editor, session):
+    out = editor.resample_style(session, seed=4)
+    new = out[-2]
+    assert torch.equal(new.z[:, :L], session.z[:, :L])
+    assert not torch.equal(new.z[:, L:], session.z[:, L:])
+    assert list(out[1 : 1 + L]) == [editor.slider_value(session.z, i) for i in range(L)]
+
+
+def test_reset_returns_to_the_encoding_of_the_input(editor, session):
+    edited = editor.resample(0, editor.resample_style(session, seed=5)[-2], seed=6)[3]
+    out = editor.reset(edited)
+    assert torch.equal(out[-2].z, session.z_source)
+    assert np.array_equal(pixels(out[0]), pixels(editor.render(session.z_source)))
+
+
+def test_traversal_strip_diversity_and_two_label_grid(editor, session):
+    strip = editor.traversal("Smiling", session)
+    assert strip.size == (8 * SIZE, SIZE)
+    sheet, status = editor.diversity("Eyeglasses", session, seed=7)
+    assert sheet.size == (4 * SIZE, 4 * SIZE) and "seed 7" in status
+    tiles = pixels(sheet).reshape(4, SIZE, 4, SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(16, -1)
+    assert len({tile.tobytes() for tile in tiles}) > 8  # resamples differ
+    grid = editor.grid2d("Eyeglasses", "Male", session)
+    assert grid.size == (5 * SIZE, 5 * SIZE)
+    corners = pixels(grid)
+    assert np.abs(corners[:SIZE, :SIZE] - corners[-SIZE:, -SIZE:]).mean() > 1
+
+
+def test_grids_refuse_bad_labels_with_a_message_naming_them(editor, session):
+    with pytest.raises(gr.Error, match="different labels.*Male"):
+        editor.grid2d("Male", "Male", session)
+    with pytest.raises(gr.Error, match="'Beard'"):
+        editor.traversal("Beard", session)
+
+
+def test_swap_takes_the_characteristic_from_the_second_face(editor, session):
+    with pytest.raises(gr.Error, match="second face"):
+        editor.swap("Smiling", session)
+    _, with_donor, _ = editor.donor_random(session, seed=8)
+    out = editor.swap("Smiling", with_donor)
+    swapped = out[-2].z
+    assert swapped[0, 1] == with_donor.z_donor[0, 1]
+    assert torch.equal(torch.cat([swapped[:, :1], swapped[:, 2:]], 1),
+                       torch.cat([session.z[:, :1], session.z[:, 2:]], 1))
+
+
+def test_random_face_is_reproducible_and_reports_its_seed(editor):
+    a, b = editor.random_face(seed=9), editor.random_face(seed=9)
+    assert torch.equal(a[-2].z, b[-2].z) and "seed 9" in a[-1]
+    assert not torch.equal(a[-2].z, editor.random_face(seed=10)[-2].z)
+
+
+def test_examples_are_selectable_and_out_of_range_is_refused(editor):
+    assert len(editor.examples) == app.NUM_EXAMPLES  # decoded faces when none are bundled
+    assert not torch.equal(editor.example(0)[-2].z, editor.example(1)[-2].z)
+    with pytest.raises(gr.Error, match="example 99"):
+        editor.example(99)
+
+
+# ---- uploads -----------------------------------------------------------------------------------
+
+
+def photo(width=90, height=60) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("photo.png", lambda p: write(p, "photo.png", photo(), "PNG")),
+        ("photo.jpg", lambda p: write(p, "photo.jpg", photo(), "JPEG")),
+        ("photo.webp", lambda p: write(p, "photo.webp", photo(), "WEBP")),
+        ("gray.png", lambda p: write(p, "gray.png", photo().convert("L"), "PNG")),
+        ("rgba.png", lambda p: write(p, "rgba.png", photo().convert("RGBA"), "PNG")),
+        ("cmyk.jpg", lambda p: write(p, "cmyk.jpg", photo().convert("CMYK"), "JPEG")),
+        ("deep.png", lambda p: write(p, "deep.png", Image.fromarray(np.full((40, 50), 40000, np.uint16)), "PNG")),
+        ("anim.gif", lambda p: write(p, "anim.gif", photo(), "GIF", save_all=True,
+                                     append_images=[photo(90, 60).rotate(90)])),
+    ],
+)
+def test_upload_accepts_every_common_kind_of_photo(editor, tmp_path, name, make):
+    out = editor.upload(make(tmp_path))
+    assert out[0].size == (SIZE, SIZE) and out[0].mode == "RGB"
+    assert torch.equal(out[-2].z, out[-2].z_source)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"%PDF-1.4 definitely not a picture", "not an image"),
+        (None, "truncated"),
+        (b"tiny", "not an image"),
+    ],
+    ids=["not-an-image", "truncated", "garbage"],
+)
+def test_upload_of_bad_files_is_answered_with_a_message(editor, tmp_path, content, words):
+    path = tmp_path / "upload.png"
+    if content is None:
+        buffer = io.BytesIO()
+        photo(200, 200).save(buffer, format="PNG")
+        content = buffer.getvalue()[:400]
+    path.write_bytes(content)
+    with pytest.raises(gr.Error, match=words):
+        editor.upload(str(path))
+
+
+def test_upload_of_tiny_and_huge_images_is_refused(editor, tmp_path):
+    with pytest.raises(gr.Error, match="1x1"):
+        editor.upload(write(tmp_path, "dot.png", Image.new("RGB", (1, 1)), "PNG"))
+    from test_images import png_header_only
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(20000, 20000))
+    with pytest.raises(gr.Error, match="too large"):
+        editor.upload(str(bomb))
+    with pytest.raises(gr.Error, match="No file"):
+        editor.upload(None)
+
+
+# ---- starting the app ----------------------------------------------------------------------
+
+
+def test_import_loads_no_model_and_opens_no_port():
+    code = (
+        "import gradio, ccvae\n"
+        "def refuse(*args, **kwargs): raise SystemExit('a model was built at import')\n"
+        "ccvae.CCVAE.__init__ = refuse\n"
+        "ccvae.CCVAE.from_pretrained = classmethod(refuse)\n"
+        "gradio.Blocks.launch = refuse\n"
+        "import app\n"
+        "assert not any(isinstance(v, gradio.Blocks) for v in vars(app).values())\n"
+    )
+    env = {**os.environ, "CCVAE_CHECKPOINT": "/nonexistent/model", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_checkpoint_comes_from_flag_or_environment(monkeypatch):
+    monkeypatch.setenv("CCVAE_CHECKPOINT", "someone/faces")
+    assert app.parse_args([]).checkpoint == "someone/faces"
+    assert app.parse_args(["--checkpoint", "/tmp/x"]).checkpoint == "/tmp/x"
+    monkeypatch.delenv("CCVAE_CHECKPOINT")
+    assert Path(app.parse_args([]).checkpoint) == app.BUNDLED_CHECKPOINT
+
+
+def test_unreachable_hub_id_falls_back_to_the_bundled_model_with_a_notice(tmp_path, monkeypatch):
+    bundled = tmp_path / "bundled"
+    visible_model().save_pretrained(bundled)
+    monkeypatch.setattr(app, "BUNDLED_CHECKPOINT", bundled)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail fast, no network
+    model, folder, notice = app.load_model("nobody-here/no-such-ccvae-model")
+    assert folder == bundled and model.label_names == LABELS
+    assert "nobody-here/no-such-ccvae-model" in notice and "bundled" in notice
+    demo = app.build_demo(model, notice=notice)
+    shown = [c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "notice"][0]
+    assert shown.visible and "no-such-ccvae-model" in shown.value
+
+
+def test_a_broken_local_folder_is_an_error_not_a_fallback(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError):
+        app.load_model(str(tmp_path))
+
+
+def test_examples_are_read_from_the_checkpoint_folder(tmp_path):
+    (tmp_path / "examples").mkdir()
+    for k in range(3):
+        Image.new("RGB", (SIZE, SIZE), (k * 80, 0, 0)).save(tmp_path / "examples" / f"{k}.png")
+    examples = app.load_examples(tmp_path)
+    assert [e.getpixel((0, 0))[0] for e in examples] == [0, 80, 160]
+    editor = app.Editor(visible_model(), examples=examples)
+    assert len(editor.examples) == 3
+    assert app.load_examples(tmp_path / "missing") == []
+
+
+def test_build_demo_launches_nothing_and_wires_one_slider_per_label():
+    demo = app.build_demo(visible_model())
+    sliders = [c for c in demo.blocks.values() if isinstance(c, gr.Slider)]
+    assert [s.label for s in sliders] == LABELS
+    names = {d.api_name for d in demo.fns.values()}
+    assert {"slide_Eyeglasses", "resample_Eyeglasses", "add_Smiling", "remove_Male", "swap", "grid"} <= names
+    slide = [d for d in demo.fns.values() if d.api_name == "slide_Eyeglasses"][0]
+    assert slide.trigger_mode == "always_last" and slide.show_progress == "hidden"
+    assert not demo.is_running
