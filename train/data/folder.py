@@ -1,0 +1,144 @@
+"""The user's own images: a folder plus a CSV of labels.
+
+The CSV's first column is the file name (relative to the folder), its header names the labels,
+its cells are 0, 1, or empty (unknown). Images that cannot be read are reported by name,
+counted and skipped while the cache is built, so no epoch meets them.
+
+There is no official split: a file belongs to "val" or "test" (5% each) by a hash of its name,
+to "train" otherwise; "all" takes every file.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .celeba import DatasetError
+
+FOLDER_SPLITS = ("train", "val", "test", "all")
+
+
+def read_labels_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """(file names, (N, L) int8 in {1, 0, -1 unknown}, label names)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"labels file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"labels file {path} cannot be read as UTF-8 text: {e}") from None
+    try:
+        dialect = csv.Sniffer().sniff(text.splitlines()[0] if text else ",", delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [r for r in csv.reader(text.splitlines(), dialect) if any(c.strip() for c in r)]
+    if len(rows) < 1 or len(rows[0]) < 2:
+        raise DatasetError(f"{path}: expected a header 'file,<label>,<label>...' with at least one label column, "
+                           f"got {rows[0] if rows else 'an empty file'}")
+    header = [c.strip() for c in rows[0]]
+    names = header[1:]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise DatasetError(f"{path}: label names in the header must be non-empty and distinct, got {names}")
+    files, values = [], np.empty((len(rows) - 1, len(names)), np.int8)
+    for i, row in enumerate(rows[1:]):
+        line = i + 2
+        if len(row) != len(header):
+            raise DatasetError(f"{path}, line {line}: {len(row)} columns, but the header has {len(header)} ({header})")
+        for j, cell in enumerate(row[1:]):
+            cell = cell.strip()
+            if cell not in ("", "0", "1"):
+                raise DatasetError(f"{path}, line {line}, column {names[j]!r}: value {cell!r}; expected 0, 1 or empty")
+            values[i, j] = -1 if cell == "" else int(cell)
+        files.append(row[0].strip())
+    if len(set(files)) != len(files):
+        dup = sorted({f for f in files if files.count(f) > 1})[:5]
+        raise DatasetError(f"{path}: file names listed more than once: {dup}")
+    return files, values, names
+
+
+def split_of(file: str) -> str:
+    """"train" / "val" / "test" (90/5/5) from a stable hash of the file name."""
+    h = int.from_bytes(hashlib.sha1(file.encode()).digest()[:4], "big") % 100
+    return "val" if h < 5 else "test" if h < 10 else "train"
+
+
+def _decode(job) -> tuple[int, str | None]:
+    from ccvae.images import load_image
+
+    out_path, k, file, size = job
+    try:
+        arr = np.asarray(load_image(file, size=size), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        return k, str(e) or type(e).__name__
+    images = np.load(out_path, mmap_mode="r+")
+    images[k] = arr
+    return k, None
+
+
+def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image_size: int = 64,
+                limit: int | None = None, cache_dir=None, progress: bool = True, workers: int | None = None):
+    """The images listed in ``labels_csv`` under ``root`` as an ImageSet; unreadable ones skipped."""
+    from . import cache
+    from .celeba import _run
+    from .imageset import ImageSet
+
+    if split not in FOLDER_SPLITS:
+        raise DatasetError(f"unknown split {split!r} for a folder dataset; expected one of {FOLDER_SPLITS}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist")
+    if labels_csv is None:
+        raise DatasetError("a folder dataset needs labels_csv, the CSV of labels (file,<label>,...)")
+    files, values, names = read_labels_csv(Path(labels_csv))
+    rows = [i for i, f in enumerate(files) if split == "all" or split_of(f) == split]
+    if limit is not None:
+        rows = rows[:int(limit)]
+
+    def stamp(f):
+        try:
+            st = (root / f).stat()
+            return [f, st.st_size, st.st_mtime_ns]
+        except OSError:
+            return [f, None, None]
+
+    spec = {"dataset": "folder", "root": str(root.resolve()), "split": split, "size": image_size,
+            "csv": hashlib.sha256(Path(labels_csv).read_bytes()).hexdigest(),
+            "files": cache.cache_key({"stamps": [stamp(files[i]) for i in rows]}), "version": 1}
+    path = cache.entry_path(cache_dir, "folder", split, spec)
+    if not cache.is_complete(path):
+        tmp = cache.begin(path)
+        try:
+            full = cache.new_images(tmp, len(rows), image_size)
+            full.flush()
+            jobs = [(tmp / "images.npy", k, root / files[i], image_size) for k, i in enumerate(rows)]
+            bad = _run(jobs, progress, f"reading {root.name}", workers)
+            skipped = [(files[rows[k]], err) for k, err in bad]
+            keep = np.setdiff1d(np.arange(len(rows)), [k for k, _ in bad])
+            if bad:
+                # Compact the good rows into the final array.
+                good = np.asarray(full)[keep]
+                del full
+                os.remove(tmp / "images.npy")
+                out = cache.new_images(tmp, len(keep), image_size)
+                out[:] = good
+                out.flush()
+                del out
+            cache.commit(tmp, path, labels=values[np.asarray(rows, dtype=np.int64)[keep]] if len(rows) else values[:0],
+                         meta={**spec, "label_names": names, "skipped": skipped,
+                               "files": [files[rows[k]] for k in keep]})
+        except BaseException:
+            cache.abort(tmp)
+            raise
+    images, labels, _, meta = cache.open_entry(path)
+    skipped = [tuple(s) for s in meta["skipped"]]
+    if skipped:
+        listed = "; ".join(f"{f}: {why}" for f, why in skipped[:10])
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(rows)} in {root}: {listed}"
+                      f"{' ...' if len(skipped) > 10 else ''}", stacklevel=2)
+    ds = ImageSet(images, labels, names, name=f"folder/{root.name}/{split}", skipped=skipped)
+    ds.files = meta["files"]
+    return ds if label_names is None else ds.select_labels(list(label_names))
