@@ -31,7 +31,7 @@ from ccvae import CCVAE, default_device, editing, images
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "synthetic-faces"
 MAX_FILE_SIZE = "10mb"
 NUM_EXAMPLES = 12
-SLIDER_STEPS = 200  # slider resolution across the traversal range
+SLIDER_STEPS = 100  # at least this many slider steps across the traversal range
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 
 HOW_IT_WORKS = """\
@@ -65,6 +65,18 @@ class Session:
     z_donor: torch.Tensor | None = None  # second face for swapping a characteristic in
 
 
+def slider_range(low: float, high: float) -> tuple[float, float, float]:
+    """(minimum, maximum, step) with about SLIDER_STEPS steps and decimal-exact ends.
+
+    The browser reports the range input's value as a short decimal; ends such as
+    2.5001500248908997 come back as 2.5001500248909 and fail Gradio's bounds check.
+    """
+    step = 10.0 ** math.floor(math.log10(max(high - low, 1e-6) / SLIDER_STEPS))
+    digits = max(0, -math.floor(math.log10(step)))
+    return (round(math.floor(low / step) * step, digits), round(math.ceil(high / step) * step, digits),
+            round(step, digits))
+
+
 def pick_seed(seed: int | None) -> int:
     return secrets.randbelow(2**31) if seed is None else int(seed)
 
@@ -85,13 +97,12 @@ class Editor:
         self.model = model
         self.labels: list[str] = list(model.label_names)
         self.size: int = model.image_size
-        self.ranges: list[tuple[float, float]] = []  # (slider minimum, slider maximum)
+        self.ranges: list[tuple[float, float, float]] = []  # slider (minimum, maximum, step)
         self.is_flipped: list[bool] = []  # True when "present" is the slider's left end
         with torch.no_grad():
             for i in range(len(self.labels)):
                 absent, present = (float(v) for v in editing.traversal_range(model, i))
-                low, high = min(absent, present), max(absent, present)
-                self.ranges.append((math.floor(low * 100) / 100, math.ceil(high * 100) / 100))
+                self.ranges.append(slider_range(min(absent, present), max(absent, present)))
                 self.is_flipped.append(present < absent)
             self.examples: list[Image.Image] = list(examples) or self._random_faces(NUM_EXAMPLES)
 
@@ -120,8 +131,9 @@ class Editor:
         return images.to_pil(editing.decode(self.model, z)[0])
 
     def slider_value(self, z: torch.Tensor, i: int) -> float:
-        low, high = self.ranges[i]
-        return round(min(max(float(z[0, i]), low), high), 3)
+        low, high, step = self.ranges[i]
+        digits = max(0, -math.floor(math.log10(step)))
+        return min(max(round(float(z[0, i]), digits), low), high)
 
     def prob_html(self, p: float) -> str:
         return (
@@ -342,12 +354,12 @@ def build_demo(
             with gr.Column(scale=2, min_width=360):
                 sliders, probs, label_buttons = [], [], []
                 for i, name in enumerate(editor.labels):
-                    low, high = editor.ranges[i]
+                    low, high, step = editor.ranges[i]
                     ends = "present ◀──▶ absent" if editor.is_flipped[i] else "absent ◀──▶ present"
                     with gr.Row(equal_height=True):
                         sliders.append(
                             gr.Slider(
-                                low, high, first_sliders[i], step=round((high - low) / SLIDER_STEPS, 4),
+                                low, high, first_sliders[i], step=step,
                                 label=name, info=ends, scale=4, buttons=[], elem_id=f"slider-{slug(name)}",
                             )
                         )

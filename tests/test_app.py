@@ -62,7 +62,7 @@ def test_initial_outputs_follow_the_widget_order(editor):
     session = out[-2]
     assert isinstance(session, app.Session) and torch.equal(session.z, session.z_source)
     for i, value in enumerate(out[3 : 3 + L]):
-        low, high = editor.ranges[i]
+        low, high, _ = editor.ranges[i]
         assert low <= value <= high
 
 
@@ -71,9 +71,18 @@ def test_slider_ranges_come_from_the_conditional_prior_and_mark_their_ends(edito
 
     for i in range(L):
         absent, present = editing.traversal_range(editor.model, i)
-        low, high = editor.ranges[i]
+        low, high, _ = editor.ranges[i]
         assert low <= min(absent, present) and max(absent, present) <= high
         assert editor.is_flipped[i] == (present < absent)
+
+
+@pytest.mark.parametrize("low, high", [(-2.5001500248908997, 2.5001500248908997), (0.1234, 0.1299), (-40.7, 3.3)])
+def test_slider_ends_are_short_decimals_covering_the_range(low, high):
+    minimum, maximum, step = app.slider_range(low, high)
+    assert minimum <= low and high <= maximum
+    assert app.SLIDER_STEPS <= (maximum - minimum) / step <= 10 * app.SLIDER_STEPS + 2
+    for end in (minimum, maximum, step):
+        assert float(repr(end)) == end and len(repr(end)) <= 8  # what the browser sends back
 
 
 def test_flipped_label_is_marked_present_on_the_left():
@@ -91,7 +100,7 @@ def test_flipped_label_is_marked_present_on_the_left():
 
 
 def test_slide_changes_the_face_and_only_that_latent(editor, session):
-    low, high = editor.ranges[0]
+    low, high, _ = editor.ranges[0]
     image_low, prob_low, s_low = editor.slide(0, low, session)
     image_high, prob_high, s_high = editor.slide(0, high, session)
     assert np.abs(pixels(image_low) - pixels(image_high)).mean() > 1
@@ -105,7 +114,7 @@ def test_probability_beside_the_slider_moves_with_it(editor, session):
     def q(html: str) -> float:
         return float(html.split("<b>")[1].split("</b>")[0])
 
-    low, high = editor.ranges[0]
+    low, high, _ = editor.ranges[0]
     values = np.linspace(low, high, 5)
     probs = [q(editor.slide(0, v, session)[1]) for v in values]
     assert probs == sorted(probs) and probs[-1] > 0.5 > probs[0]
@@ -131,7 +140,7 @@ def test_add_draws_from_present_and_remove_from_absent(editor, session):
 
 
 def test_resample_keeps_the_side_the_slider_is_on(editor, session):
-    low, high = editor.ranges[2]
+    low, high, _ = editor.ranges[2]
     on_present = editor.slide(2, high, session)[2]
     on_absent = editor.slide(2, low, session)[2]
     assert editor.resample(2, on_present, seed=3)[1] == editor.resample(2, on_present, present=True, seed=3)[1]

@@ -1,0 +1,156 @@
+"""The app launched for real: gradio_client sessions and a real browser (Debian's Chromium)."""
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from test_app import LABELS, visible_model
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    demo = app.build_demo(visible_model())
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                max_file_size=app.MAX_FILE_SIZE, run_history=False)
+    yield demo.local_url.rstrip("/")
+    demo.close()
+
+
+# ---- gradio_client -----------------------------------------------------------------------------
+
+
+def test_api_answers_with_an_image_and_a_probability(url):
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    image_path, prob = client.predict(1.0, api_name="/slide_Eyeglasses")
+    assert Image.open(image_path).size == (16, 16)
+    assert "q(present)" in prob
+
+
+def test_two_sessions_never_see_each_others_edits(url):
+    from gradio_client import Client
+
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    editor = app.Editor(visible_model())
+    low, high, _ = editor.ranges[0]
+    alice.predict(high, api_name="/slide_Eyeglasses")
+    bob.predict(low, api_name="/slide_Eyeglasses")
+    # Resample style returns the sliders of the caller's own session.
+    alice_view = alice.predict(api_name="/resample_style")
+    bob_view = bob.predict(api_name="/resample_style")
+    assert alice_view[1] == high and bob_view[1] == low
+    # A reset in one session leaves the other's edit in place.
+    alice.predict(api_name="/reset")
+    assert bob.predict(api_name="/resample_style")[1] == low
+
+
+def test_a_bad_upload_is_answered_and_the_server_keeps_serving(url, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(url, verbose=False)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(str(bad)), api_name="/upload")
+    assert "q(present)" in client.predict(0.5, api_name="/slide_Eyeglasses")[1]
+
+
+# ---- a real browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#slider-Eyeglasses input[type=range]")
+        yield page
+        browser.close()
+
+
+def image_src(page, elem_id: str) -> str:
+    return page.eval_on_selector(f"#{elem_id} img", "img => img.getAttribute('src')")
+
+
+def wait_for_new_src(page, elem_id: str, old: str, timeout_s: float = 10) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        src = image_src(page, elem_id)
+        if src != old:
+            page.wait_for_function(
+                f"document.querySelector('#{elem_id} img').complete", timeout=timeout_s * 1000
+            )
+            return src
+        time.sleep(0.05)
+    raise AssertionError(f"#{elem_id} still shows {old} after {timeout_s} s")
+
+
+def move_slider(page, label: str, to: str) -> None:
+    page.eval_on_selector(
+        f"#slider-{label} input[type=range]",
+        f"e => {{ e.value = e.{to}; e.dispatchEvent(new Event('input', {{bubbles: true}})); }}",
+    )
+
+
+def test_browser_slider_and_resample_change_the_face(page):
+    before = image_src(page, "edited")
+    prob_before = page.inner_text("#prob-Eyeglasses")
+    move_slider(page, "Eyeglasses", "max")
+    after_slide = wait_for_new_src(page, "edited", before)
+    page.wait_for_function(
+        "old => document.querySelector('#prob-Eyeglasses').innerText !== old", arg=prob_before
+    )
+    slider_before = page.input_value("#slider-Eyeglasses input[type=range]")
+    page.click("#resample-Eyeglasses")
+    wait_for_new_src(page, "edited", after_slide)
+    page.wait_for_function(
+        "old => document.querySelector('#slider-Eyeglasses input[type=range]').value !== old",
+        arg=slider_before,
+    )
+    assert page.locator(".toast-body").count() == 0  # no error toast
+
+
+def test_browser_upload_shows_the_photo_and_its_reconstruction(page, tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "me.jpg"
+    Image.fromarray((rng.random((120, 90, 3)) * 255).astype(np.uint8)).save(path)
+    old_input, old_reconstruction = image_src(page, "input"), image_src(page, "reconstruction")
+    with page.expect_file_chooser() as chooser:
+        page.click("#upload")
+    chooser.value.set_files(str(path))
+    wait_for_new_src(page, "input", old_input)
+    wait_for_new_src(page, "reconstruction", old_reconstruction)
+    shown = page.eval_on_selector("#edited img", "img => img.getBoundingClientRect().width")
+    assert shown >= 256  # the 16 px face is enlarged in the page
+
+
+def test_browser_bad_upload_shows_a_message(page, tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with page.expect_file_chooser() as chooser:
+        page.click("#upload")
+    chooser.value.set_files(str(path))
+    page.wait_for_selector("text=cannot be decoded", timeout=10_000)  # the message, in a toast
