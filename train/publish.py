@@ -1,0 +1,112 @@
+"""Publish a trained model to the Hugging Face Hub: `python -m train.publish RUN_DIR --repo-id USER/NAME`.
+
+Uploads the model folder (config.json, model.safetensors, README.md model card, traversal.png)
+and the last epoch's sample figures (under samples/) in ONE commit, so the repository never holds
+half an upload. `--dry-run OUT_DIR` writes exactly the folder that would be uploaded and stops.
+The folder is loaded with CCVAE.from_pretrained before anything is sent.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ccvae import CCVAE, CheckpointError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_FILES = ("config.json", "model.safetensors", "README.md", "traversal.png")
+
+
+class PublishError(Exception):
+    """What went wrong, said for the user; exit status 1."""
+
+
+def model_folder(run_dir: Path) -> Path:
+    """The model folder of a run (RUN_DIR/model) or RUN_DIR itself when it is a model folder."""
+    for candidate in (run_dir / "model", run_dir):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise PublishError(f"{run_dir} holds no model: expected {run_dir}/model/config.json (a run folder) "
+                       f"or {run_dir}/config.json (a model folder)")
+
+
+def stage(run_dir: Path, out: Path) -> list[str]:
+    """Write the folder to upload into `out`; returns the relative paths written."""
+    src = model_folder(run_dir)
+    try:
+        CCVAE.from_pretrained(src)
+    except CheckpointError as e:
+        raise PublishError(f"refusing to publish a model that does not load: {e}") from e
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in MODEL_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, out / name)
+            written.append(name)
+    figures = sorted((run_dir / "figures").glob("epoch*_*.png")) if (run_dir / "figures").is_dir() else []
+    if figures:
+        last = figures[-1].name.split("_")[0]
+        (out / "samples").mkdir(exist_ok=True)
+        for f in figures:
+            if f.name.startswith(last + "_"):
+                shutil.copy2(f, out / "samples" / f.name.split("_", 1)[1])
+                written.append(f"samples/{f.name.split('_', 1)[1]}")
+    return written
+
+
+def upload(folder: Path, repo_id: str, *, private: bool) -> str:
+    from huggingface_hub import HfApi, get_token
+
+    token = get_token()
+    if not token:
+        raise PublishError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then try again")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+    except Exception as e:  # network, refused, invalid name: nothing was created or changed
+        raise PublishError(f"could not create or open {repo_id} on the Hub ({type(e).__name__}: {e}); "
+                           f"nothing was uploaded") from e
+    try:
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="Upload CCVAE model")
+    except Exception as e:
+        raise PublishError(f"the upload to {url} failed ({type(e).__name__}: {e}). The upload is a single commit, "
+                           f"so nothing of it landed; the repository itself exists now (delete it on the Hub "
+                           f"if you do not retry)") from e
+    return str(getattr(info, "commit_url", url))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.publish", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="a run folder (from python -m train) or a model folder")
+    p.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--dry-run", type=Path, metavar="OUT_DIR", help="write the folder that would be uploaded here, upload nothing")
+    return p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if not REPO_ID.match(args.repo_id):
+            raise PublishError(f"--repo-id {args.repo_id!r} is not of the form USER/NAME")
+        if args.dry_run:
+            written = stage(args.run_dir, args.dry_run)
+            print(f"dry run: wrote {len(written)} files to {args.dry_run} (would upload to {args.repo_id}):")
+            for w in written:
+                print(f"  {w}")
+            return 0
+        with tempfile.TemporaryDirectory(prefix="ccvae-publish-") as tmp:
+            written = stage(args.run_dir, Path(tmp))
+            url = upload(Path(tmp), args.repo_id, private=args.private)
+        print(f"published {len(written)} files to {args.repo_id}: {url}")
+        return 0
+    except PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

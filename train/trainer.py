@@ -1,0 +1,320 @@
+"""Semi-supervised CCVAE training: `python -m train --dataset synthetic --sup-frac 1.0 --out runs/NAME`.
+
+One epoch is one pass over the training set, labelled and unlabelled batches interleaved in
+proportion (the paper's schedule). Each labelled batch contributes Eq. 1 (ccvae.objective.
+supervised), each unlabelled batch the ELBO with labels marginalised (ccvae.objective.
+unsupervised). After every epoch: a JSONL log line, figures drawn with ccvae.editing, the model
+folder (Hub layout) and the full training state, both replaced atomically. Works unchanged
+under torchrun: every rank takes a slice of each batch and gradients are averaged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ccvae import CCVAE, default_device, editing, objective
+
+from . import batches, figures, modelcard
+from .state import load_state, replace_dir, save_state
+
+
+class TrainingStopped(Exception):
+    """A run ended early on purpose (NaN guard): the message says why; exit status 1."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=["synthetic", "celeba", "folder"], default="synthetic", help="which dataset")
+    d.add_argument("--root", type=Path, help="dataset folder (celeba: the folder holding img_align_celeba/; folder: the images)")
+    d.add_argument("--labels", type=Path, dest="labels_csv", help="folder dataset: CSV of labels (file name, then one 0/1 column per label)")
+    d.add_argument("--label-names", nargs="+", help="train on these labels only (default: all of the dataset's, CelebA: the paper's 18)")
+    d.add_argument("--image-size", type=int, default=64, help="image size (64 or 128)")
+    d.add_argument("--sup-frac", type=float, default=1.0, help="labelled fraction f of the training set (0 = unsupervised, 1 = fully supervised)")
+    d.add_argument("--limit", type=int, help="use only the first N training examples (quick runs)")
+    d.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset (its images, not the training)")
+    d.add_argument("--val-limit", type=int, default=2000, help="validation images scored after each epoch")
+    m = p.add_argument_group("model")
+    m.add_argument("--latent-dim", type=int, default=45, help="total latent size (one per label + style)")
+    m.add_argument("--likelihood", choices=["laplace", "gaussian", "bernoulli"], default="laplace", help="p(x|z)")
+    m.add_argument("--likelihood-scale", type=float, default=0.1, help="scale of p(x|z) (initial value when learned)")
+    m.add_argument("--fixed-scale", action="store_true", help="keep the likelihood scale fixed instead of learning it")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, default=200, help="passes over the training set")
+    o.add_argument("--batch-size", type=int, default=200, help="global batch size (split over torchrun ranks)")
+    o.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    o.add_argument("--k", type=int, default=100, help="samples of q(z_c|x) that estimate q(y|x)")
+    o.add_argument("--classification-weight", type=float, default=0.0, help="alpha: adds alpha * log q(y|x) to the labelled loss (0 = Eq. 1 alone)")
+    o.add_argument("--weight-grad", choices=list(objective.WEIGHT_GRADS), default="characteristic", help="gradient of the importance weight (see ccvae.objective)")
+    o.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order, sampling)")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", type=Path, required=True, help="run folder: model/, state/, log.jsonl, figures/")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
+    r.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
+    r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    return p.parse_args(argv)
+
+
+def _setup_distributed(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _all_reduce_gradients(model: torch.nn.Module, world: int) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if world > 1 and grads:
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def _rank_divergence(model: torch.nn.Module) -> float:
+    """max |theta_rank - theta_0| over all ranks and parameters: 0.0 when the ranks agree."""
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    reference = flat.clone()
+    dist.broadcast(reference, 0)
+    diff = (flat - reference).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return diff.item()
+
+
+def load_data(args: argparse.Namespace, split: str, limit: int | None):
+    from .data import load_dataset
+
+    return load_dataset(args.dataset, split, root=args.root, labels_csv=args.labels_csv, label_names=args.label_names,
+                        image_size=args.image_size, seed=args.data_seed, limit=limit)
+
+
+def main(args: argparse.Namespace) -> int:
+    device = default_device("cuda" if args.device == "cuda" and "LOCAL_RANK" in os.environ else args.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    rank, world = _setup_distributed(device)
+    is_main = rank == 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of ranks ({world})")
+    if not 0.0 <= args.sup_frac <= 1.0:
+        raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
+    out: Path = args.out
+    if args.resume and not (out / "state").is_dir():
+        raise FileNotFoundError(f"--resume: no saved state in {out / 'state'}")
+    if not args.resume and (out / "state").is_dir():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    from .data import semi_supervised
+
+    train_set = load_data(args, "train", args.limit)
+    labelled, unlabelled = semi_supervised(train_set, args.sup_frac, seed=args.seed)
+    try:
+        val_set = load_data(args, "val", args.val_limit)
+    except (ValueError, FileNotFoundError):
+        val_set = None
+    label_names = train_set.label_names
+
+    torch.manual_seed(args.seed)
+    model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
+                  likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale)
+    if len(labelled):
+        model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
+    model.to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + rank)
+
+    counters = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
+    if args.resume:
+        saved = load_state(out / "state", model=model, optimizer=optimizer, generator=generator)
+        counters = saved["counters"]
+    if args.compile:
+        model.encoder.compile()
+        model.decoder.compile()
+
+    lab_images = batches.resident(labelled.images, device)
+    lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
+    unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
+    n_lab_batches = math.ceil(len(labelled) / args.batch_size)
+    n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
+    plan = batches.schedule(n_lab_batches, n_unl_batches)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
+    shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
+    faces = batches.to_float(batches.load(shown.images[:8])).to(device)  # for figures
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))
+        print(f"training on {device} x{world}: {len(labelled)} labelled + {len(unlabelled)} unlabelled images, "
+              f"labels {label_names}, {len(plan)} batches/epoch", file=sys.stderr)
+
+    def checkpoint() -> None:
+        if is_main:
+            save_state(out / "state", model=model, optimizer=optimizer, generator=generator,
+                       counters=counters, args={k: str(v) for k, v in vars(args).items()})
+
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):
+        interrupted["flag"] = True
+    previous_handler = signal.signal(signal.SIGINT, on_sigint) if is_main else None
+
+    try:
+        while counters["epoch"] < args.epochs:
+            epoch = counters["epoch"]
+            lab_order = batches.epoch_order(len(labelled), args.seed, 2 * epoch) if len(labelled) else None
+            unl_order = batches.epoch_order(len(unlabelled), args.seed, 2 * epoch + 1) if n_unl_batches else None
+            lab_seen, unl_seen = sum(plan[:counters["batch"]]), counters["batch"] - sum(plan[:counters["batch"]])
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            t0 = time.time()
+            bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{args.epochs}",
+                       disable=not is_main, leave=False, dynamic_ncols=True)
+            model.train()
+            for b in bar:
+                is_labelled = plan[b]
+                order, seen = (lab_order, lab_seen) if is_labelled else (unl_order, unl_seen)
+                idx = order[seen * args.batch_size:(seen + 1) * args.batch_size][rank::world]
+                if is_labelled:
+                    lab_seen += 1
+                    x = batches.batch_to_device(lab_images, idx, device, channels_last=channels_last)
+                    y = lab_labels[idx.to(lab_labels.device)].to(device)
+                    with autocast:
+                        result = objective.supervised(model, x, y, k=args.k, generator=generator,
+                                                      weight_grad=args.weight_grad,
+                                                      classification_weight=args.classification_weight)
+                else:
+                    unl_seen += 1
+                    x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
+                    with autocast:
+                        result = objective.unsupervised(model, x, generator=generator)
+                if not torch.isfinite(result.loss):
+                    raise TrainingStopped(
+                        f"the loss became {result.loss.item()} at epoch {epoch + 1}, batch {b + 1} "
+                        f"({'labelled' if is_labelled else 'unlabelled'}); nothing was saved after the last good "
+                        f"checkpoint in {out / 'state'} (epoch {counters['epoch']}). Try a lower --lr or a larger "
+                        f"--likelihood-scale.")
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                _all_reduce_gradients(model, world)
+                optimizer.step()
+                counters["batch"] = b + 1
+                counters["step"] += 1
+                kind = "sup" if is_labelled else "unsup"
+                for key, value in [("loss", result.loss.item()), *result.terms.items()]:
+                    sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
+                    counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
+                if is_main:
+                    bar.set_postfix(loss=f"{result.loss.item():.4g}",
+                                    acc=f"{sums.get('sup_accuracy', 0) / max(counts.get('sup_accuracy', 1), 1):.3f}")
+                if interrupted["flag"]:
+                    counters["seconds"] += time.time() - t0
+                    checkpoint()
+                    print(f"\ninterrupted: saved the run at epoch {epoch + 1}, batch {b + 1} in {out / 'state'}; "
+                          f"continue with --resume", file=sys.stderr)
+                    return 130
+            bar.close()
+            counters["seconds"] += time.time() - t0
+            counters["epoch"] += 1
+            counters["batch"] = 0
+            record = {"epoch": counters["epoch"], "step": counters["step"], "seconds": round(counters["seconds"], 1),
+                      **{k: sums[k] / counts[k] for k in sums}}
+            if world > 1:
+                record["rank_max_abs_diff"] = _rank_divergence(model)
+            if is_main:
+                if val_set is not None and len(val_set):
+                    record.update(validate(model, val_set))
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                               if k in ("epoch", "seconds", "sup_loss", "unsup_loss", "sup_accuracy", "val_accuracy",
+                                        "val_psnr", "sup_likelihood_scale")), file=sys.stderr)
+                if not args.no_figures:
+                    figures.epoch_figures(model, faces, out / "figures", counters["epoch"])
+                write_model(model, out, args, counters, faces, metrics=None)
+                checkpoint()
+    except TrainingStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+
+    if is_main and not args.no_eval:
+        from . import evaluate
+
+        metrics = evaluate.evaluate(model, args.dataset, root=args.root, labels_csv=args.labels_csv,
+                                    image_size=args.image_size, data_seed=args.data_seed)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(evaluate.format_table(metrics), file=sys.stderr)
+        write_model(model, out, args, counters, faces, metrics=metrics)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+@torch.no_grad()
+def validate(model: CCVAE, data, batch_size: int = 500) -> dict[str, float]:
+    """Accuracy from the posterior mean, and reconstruction PSNR, on (up to) the given set."""
+    model.eval()
+    correct, total, sq = 0.0, 0, 0.0
+    images = batches.load(data.images)
+    labels = torch.from_numpy(np.asarray(data.labels, dtype=np.float32))
+    for start in range(0, len(data), batch_size):
+        x = batches.to_float(images[start:start + batch_size]).to(model.device)
+        z = editing.encode(model, x)
+        y = labels[start:start + batch_size].to(model.device)
+        known = y >= 0
+        correct += ((editing.label_probs(model, z) > 0.5).float() == y)[known].sum().item()
+        total += known.sum().item()
+        sq += (editing.decode(model, z) - x).square().mean((1, 2, 3)).sum().item()
+    mse = sq / len(data)
+    model.train()
+    return {"val_accuracy": correct / max(total, 1), "val_psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+
+
+def write_model(model: CCVAE, out: Path, args: argparse.Namespace, counters: dict, faces: torch.Tensor,
+                metrics: dict | None) -> None:
+    """The run's model folder in the Hub layout, with its model card and a traversal figure."""
+    def write(tmp: Path) -> None:
+        from ccvae import hub
+
+        hub.save(model, tmp)
+        figures.traversal_figure(model, faces[:2]).save(tmp / "traversal.png")
+        modelcard.write(tmp, model=model, args=args, counters=counters, metrics=metrics)
+
+    replace_dir(out / "model", write)
+
+
+def cli(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return main(args)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
