@@ -145,7 +145,7 @@ def load_celeba(root, split: str = "train", *, label_names=None, image_size: int
         try:
             cache.new_images(tmp, len(rows), image_size).flush()
             jobs = [(tmp / "images.npy", k, image_dir / files[i], image_size, center_crop) for k, i in enumerate(rows)]
-            bad = _run(jobs, progress, f"preprocessing CelebA {split}", workers)
+            bad = _run(_decode, jobs, progress, f"preprocessing CelebA {split}", workers)
             if bad:
                 shown = ", ".join(f"{files[rows[k]]} ({err})" for k, err in bad[:5])
                 raise DatasetError(f"{len(bad)} CelebA images under {image_dir} could not be read: {shown}"
@@ -164,15 +164,15 @@ def cache_key_of(items) -> str:
     return cache_key({"items": list(items)})
 
 
-def _run(jobs, progress: bool, desc: str, workers: int | None) -> list[tuple[int, str]]:
-    """Run ``_decode`` over jobs (in a pool when there are many), with a progress bar; the failures."""
+def _run(fn, jobs, progress: bool, desc: str, workers: int | None) -> list[tuple[int, str]]:
+    """Run ``fn`` (a decode job -> (row, error or None)) over jobs (in a pool when there are many), with a progress bar; the failures."""
     from .synthetic import _bar
 
     bar = _bar(progress, len(jobs), desc)
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     bad = []
     if workers <= 1 or len(jobs) < 256:
-        results = map(_decode, jobs)
+        results = map(fn, jobs)
         for k, err in results:
             bar.update(1)
             if err:
@@ -180,7 +180,7 @@ def _run(jobs, progress: bool, desc: str, workers: int | None) -> list[tuple[int
     else:
         import multiprocessing as mp
         with mp.get_context("spawn").Pool(workers) as pool:
-            for k, err in pool.imap_unordered(_decode, jobs, chunksize=64):
+            for k, err in pool.imap_unordered(fn, jobs, chunksize=64):
                 bar.update(1)
                 if err:
                     bad.append((k, err))

@@ -115,7 +115,7 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
             full = cache.new_images(tmp, len(rows), image_size)
             full.flush()
             jobs = [(tmp / "images.npy", k, root / files[i], image_size) for k, i in enumerate(rows)]
-            bad = _run(jobs, progress, f"reading {root.name}", workers)
+            bad = _run(_decode, jobs, progress, f"reading {root.name}", workers)
             skipped = [(files[rows[k]], err) for k, err in bad]
             keep = np.setdiff1d(np.arange(len(rows)), [k for k, _ in bad])
             if bad:
