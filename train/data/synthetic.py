@@ -32,7 +32,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SUPERSAMPLE = 2
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -192,10 +192,10 @@ _RING = np.linspace(0, 2 * math.pi, 17)
 _MOUTH = np.linspace(-1.0, 1.0, 13)
 _COS, _SIN = np.cos(_T), np.sin(_T)
 _HAIR = [  # (hue range, saturation, value range) per hair class
-    ((0.05, 0.09), (0.30, 0.55), (0.06, 0.16)),   # black
-    ((0.05, 0.09), (0.55, 0.75), (0.30, 0.48)),   # brown
+    ((0.05, 0.09), (0.30, 0.55), (0.05, 0.14)),   # black
+    ((0.05, 0.09), (0.60, 0.80), (0.22, 0.36)),   # brown (darker than any skin)
     ((0.11, 0.15), (0.50, 0.70), (0.80, 0.97)),   # blond
-    ((0.01, 0.04), (0.70, 0.85), (0.55, 0.75)),   # red
+    ((0.00, 0.03), (0.75, 0.90), (0.50, 0.70)),   # red (more saturated than any skin)
     ((0.0, 1.0), (0.00, 0.06), (0.55, 0.80)),     # grey
 ]
 
@@ -213,7 +213,7 @@ def _skin(f) -> tuple[int, int, int]:
     t = f["skin_tone"]
     if f["Pale_Skin"]:
         return _mix((250, 226, 218), (255, 240, 236), t)
-    return _mix((112, 70, 44), (232, 184, 150), t)  # dark .. light, never pale
+    return _mix((140, 94, 64), (232, 184, 150), t)  # dark .. light, never pale
 
 
 class _Canvas:
@@ -241,8 +241,8 @@ class _Canvas:
             out += (a * x + b * y + ox, c * x + d * y + oy)
         return out
 
-    def poly(self, xy, fill):
-        self.draw.polygon(self.pts(xy), fill=fill)
+    def poly(self, xy, fill, outline=None):
+        self.draw.polygon(self.pts(xy), fill=fill, outline=outline, width=SUPERSAMPLE if outline else 1)
 
     def ellipse(self, cx, cy, rx, ry, fill):
         self.poly(np.stack([cx + rx * _COS, cy + ry * _SIN], 1), fill)
@@ -289,6 +289,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     v_lo, v_hi = _HAIR[int(f["hair_class"])][2]
     hair = _rgb(h_lo + (h_hi - h_lo) * f["hair_hue"], s_lo + (s_hi - s_lo) * f["hair_hue"],
                 v_lo + (v_hi - v_lo) * f["hair_shade"])
+    edge = _mix(hair, (0, 0, 0), 0.35)
     male = f["Male"]
     fw = 0.235 + 0.04 * f["face_width"]   # face half-width
     fh = 0.31                              # face half-height
@@ -313,7 +314,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     if not male and not f["Bald"]:
         bottom = 0.12 + 0.2 * f["hair_length"]
         c.poly([(-fw - 0.06, bottom), (-fw - 0.07, -0.05), (-fw * 0.8, top + 0.02), (0.0, top - 0.02),
-                (fw * 0.8, top + 0.02), (fw + 0.07, -0.05), (fw + 0.06, bottom)], hair)
+                (fw * 0.8, top + 0.02), (fw + 0.07, -0.05), (fw + 0.06, bottom)], hair, edge)
 
     # Ears, face.
     for sx in (-1, 1):
@@ -328,7 +329,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
         t = _UPPER
         arc = np.stack([(fw + vol) * np.cos(t), -0.05 + (fh - 0.05 + vol) * np.sin(t)], 1)
         hairline = np.array([(fw * 0.9, -0.08), (fw * 0.6, -0.17), (0.0, -0.195), (-fw * 0.6, -0.17), (-fw * 0.9, -0.08)])
-        c.poly(np.concatenate([[(-fw - vol, 0.0)], arc, [(fw + vol, 0.0)], hairline]), hair)
+        c.poly(np.concatenate([[(-fw - vol, 0.0)], arc, [(fw + vol, 0.0)], hairline]), hair, edge)
     for sx in (-1, 1):  # temples / sideburns
         c.poly([(sx * (fw + 0.012), -0.14), (sx * (fw * 0.8), -0.12), (sx * (fw * 0.86), 0.02),
                 (sx * (fw + 0.012), 0.03)], hair)
@@ -341,7 +342,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
         part = (f["bangs_part"] - 0.5) * fw
         c.poly([(-fw * 0.95, -0.05), (-fw * 0.92, -0.2), (part, -0.26), (fw * 0.92, -0.2), (fw * 0.95, -0.05),
                 (fw * 0.7, -length + 0.01), (fw * 0.35, -length - 0.005), (part, -length + 0.005),
-                (-fw * 0.35, -length - 0.005), (-fw * 0.7, -length + 0.01)], hair)
+                (-fw * 0.35, -length - 0.005), (-fw * 0.7, -length + 0.01)], hair, edge)
 
     # Hat: sits on the skull above the hairline, bangs and temples stay visible.
     if f["Wearing_Hat"]:
@@ -373,7 +374,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
         x_jaw = fw * np.cos(t) * (1 - jaw * np.sin(t) ** 2)
         outer = np.stack([x_jaw * 1.02, fh * np.sin(t) + below * np.sin(t) ** 4], 1)
         inner = np.array([(-fw * 0.9, 0.02), (-0.08, 0.11), (0.0, 0.12), (0.08, 0.11), (fw * 0.9, 0.02)])
-        c.poly(np.concatenate([inner[::-1][:1], outer, inner]), beard)
+        c.poly(np.concatenate([inner[::-1][:1], outer, inner]), beard, _mix(beard, (0, 0, 0), 0.35))
 
     # Nose.
     c.poly([(0.0, 0.0), (0.025, 0.09), (-0.025, 0.09)], shade)
@@ -431,7 +432,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     if f["Wearing_Earrings"]:
         metal = _rgb(0.12, 0.7, 0.9) if f["earring_hue"] < 0.4 else (
             (215, 215, 225) if f["earring_hue"] < 0.7 else _rgb(f["earring_hue"] * 3, 0.8, 0.85))
-        r = 0.022 + 0.012 * f["earring_size"]
+        r = 0.026 + 0.012 * f["earring_size"]
         style = int(f["earring_style"])
         for sx in (-1, 1):
             x0, y0 = sx * (fw + 0.005), eye_y + 0.095
