@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
     r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    r.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (default: all)")
     return p.parse_args(argv)
 
 
@@ -268,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
         from . import evaluate
 
         metrics = evaluate.evaluate(model, args.dataset, root=args.root, labels_csv=args.labels_csv,
-                                    image_size=args.image_size, data_seed=args.data_seed)
+                                    image_size=args.image_size, data_seed=args.data_seed, limit=args.eval_limit)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(evaluate.format_table(metrics), file=sys.stderr)
         write_model(model, out, args, counters, faces, metrics=metrics)

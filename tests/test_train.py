@@ -1,0 +1,173 @@
+"""The training CLI end to end on a few hundred synthetic faces (tiny settings, CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ccvae import CCVAE, objective
+from train import evaluate, publish, trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["--dataset", "synthetic", "--limit", "120", "--val-limit", "40", "--batch-size", "40", "--k", "8",
+        "--latent-dim", "20", "--lr", "1e-3", "--threads", "1"]
+QUICK = [*BASE, "--no-figures", "--no-eval"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def run(out: Path, *extra: str) -> int:
+    return trainer.cli([*QUICK, "--out", str(out), *extra])
+
+
+def test_one_epoch_writes_a_loadable_model_with_card_and_figures(tmp_path):
+    assert trainer.cli([*BASE, "--no-eval", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    run_dir = tmp_path / "run"
+    model = CCVAE.from_pretrained(run_dir / "model")
+    assert "Eyeglasses" in model.label_names and model.latent_dim == 20
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "f = 1.0" in card and "Eyeglasses" in card and "traversal.png" in card
+    assert (run_dir / "model" / "traversal.png").stat().st_size > 1000
+    assert {p.name for p in (run_dir / "figures").iterdir()} == {
+        "epoch001_reconstruction.png", "epoch001_traversal.png", "epoch001_diversity.png"}
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert log[0]["epoch"] == 1 and 0.0 <= log[0]["val_accuracy"] <= 1.0 and "sup_loss" in log[0]
+    # the label prior holds the labelled frequencies
+    assert not torch.allclose(model.label_prior, torch.full_like(model.label_prior, 0.5))
+
+
+def _weights(path: Path) -> dict:
+    return load_file(str(path / "state" / "model.safetensors"))
+
+
+def test_resume_is_exact(tmp_path):
+    semi = ["--sup-frac", "0.5"]
+    assert run(tmp_path / "straight", "--epochs", "2", *semi) == 0
+    assert run(tmp_path / "split", "--epochs", "1", *semi) == 0
+    assert run(tmp_path / "split", "--epochs", "1", *semi) == 2  # refuses to overwrite without --resume
+    assert run(tmp_path / "split", "--epochs", "2", "--resume", *semi) == 0
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    opt_a = load_file(str(tmp_path / "straight" / "state" / "training_state.safetensors"))
+    opt_b = load_file(str(tmp_path / "split" / "state" / "training_state.safetensors"))
+    for k in opt_a:
+        assert torch.equal(opt_a[k], opt_b[k]), k
+
+
+def test_interrupt_saves_and_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = objective.supervised
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "supervised", interrupting)
+    assert run(tmp_path / "run", "--epochs", "2") == 130
+    assert "interrupted" in capsys.readouterr().err
+    state = json.loads((tmp_path / "run" / "state" / "training_state.json").read_text())
+    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 2}
+    monkeypatch.setattr(objective, "supervised", real)
+    assert run(tmp_path / "run", "--epochs", "2", "--resume") == 0
+    assert run(tmp_path / "straight", "--epochs", "2") == 0
+    a, b = _weights(tmp_path / "run"), _weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = objective.supervised
+
+    def poisoned(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 3:  # epoch 1 has 3 batches: poison epoch 2
+            result.loss = result.loss * float("nan")
+        return result
+
+    monkeypatch.setattr(objective, "supervised", poisoned)
+    assert run(tmp_path / "run", "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert "the loss became nan at epoch 2, batch 1" in err and "epoch 1" in err
+    state = json.loads((tmp_path / "run" / "state" / "training_state.json").read_text())
+    assert state["counters"]["epoch"] == 1
+    CCVAE.from_pretrained(tmp_path / "run" / "state")  # still loadable
+
+
+def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "train", *QUICK, "--epochs", "2", "--sup-frac", "0.5", "--out", str(tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["rank_max_abs_diff"] == 0.0 for r in log)
+    assert "x2" in proc.stderr  # trained on 2 ranks
+    CCVAE.from_pretrained(tmp_path / "ddp" / "model")
+
+
+def test_missing_dataset_folder_is_a_clear_error(tmp_path, capsys):
+    code = trainer.cli(["--dataset", "celeba", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nowhere" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    assert run(tmp_path / "run", "--epochs", "1") == 0
+    return tmp_path / "run"
+
+
+def test_evaluate_writes_the_documented_keys(tiny_run, tmp_path):
+    out = tmp_path / "metrics.json"
+    code = evaluate.main(evaluate.parse_args([str(tiny_run / "model"), "--dataset", "synthetic", "--limit", "60",
+                                              "--n-oracle", "20", "--json", str(out)]))
+    assert code == 0
+    m = json.loads(out.read_text())
+    for key in ("mean_accuracy", "per_label_accuracy", "psnr", "mse", "intervention_success",
+                "intervention_leakage", "conditional_accuracy", "diversity"):
+        assert key in m, key
+    assert 0 <= m["mean_accuracy"] <= 1 and m["psnr"] > 0
+    assert set(m["intervention_success"]) == set(m["per_label_accuracy"])
+    assert all({"variance", "style_variance", "ratio", "oracle_present"} <= set(d) for d in m["diversity"].values())
+
+
+def test_publish_dry_run_writes_a_loadable_folder(tiny_run, tmp_path, capsys):
+    out = tmp_path / "upload"
+    assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "someone/ccvae-test", "--dry-run", str(out)])) == 0
+    assert {"config.json", "model.safetensors", "README.md", "traversal.png"} <= {p.name for p in out.iterdir()}
+    CCVAE.from_pretrained(out)
+
+
+def test_publish_without_token_or_network_fails_clearly(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "someone/x"])) == 1
+    assert "no Hugging Face token" in capsys.readouterr().err
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake")
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refused)
+    assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "someone/x"])) == 1
+    err = capsys.readouterr().err
+    assert "could not create or open someone/x" in err and "nothing was uploaded" in err
+    assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "not a repo id"])) == 1
+    assert publish.main(publish.parse_args([str(tmp_path / "empty"), "--repo-id", "a/b", "--dry-run", str(tmp_path / "o")])) == 1
