@@ -70,3 +70,17 @@ def test_folder_splits_are_disjoint_and_stable(tmp_path):
                                             cache_dir=tmp_path / "c", progress=False).files)
     assert not (files["train"] & files["val"]) and not (files["train"] & files["test"]) and not (files["val"] & files["test"])
     assert len(files["train"] | files["val"] | files["test"]) == 60
+
+
+def test_cli_preview_and_stats(tmp_path, capsys):
+    from train.data.__main__ import main, parse_args
+
+    root = make_folder(tmp_path / "mine")
+    common = ["folder", "--root", str(root), "--labels", str(root / "labels.csv"), "--cache-dir", str(tmp_path / "c")]
+    with pytest.warns(UserWarning):
+        out = main(parse_args(["preview", *common, "--n", "6", "--out", str(tmp_path / "grid.png")]))
+    assert Image.open(out).size[0] == 3 * (128 + 4)
+    with pytest.warns(UserWarning):
+        freq = main(parse_args(["stats", *common]))
+    assert freq == {"Smiling": pytest.approx(3 / 9), "Eyeglasses": pytest.approx(3 / 12)}
+    assert "12 images" in capsys.readouterr().out
