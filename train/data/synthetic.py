@@ -32,7 +32,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SUPERSAMPLE = 2
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -244,8 +244,8 @@ class _Canvas:
     def poly(self, xy, fill, outline=None):
         self.draw.polygon(self.pts(xy), fill=fill, outline=outline, width=SUPERSAMPLE if outline else 1)
 
-    def ellipse(self, cx, cy, rx, ry, fill):
-        self.poly(np.stack([cx + rx * _COS, cy + ry * _SIN], 1), fill)
+    def ellipse(self, cx, cy, rx, ry, fill, outline=None):
+        self.poly(np.stack([cx + rx * _COS, cy + ry * _SIN], 1), fill, outline)
 
     def line(self, xy, fill, width):
         self.draw.line(self.pts(xy), fill=fill,
@@ -434,16 +434,19 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
             (215, 215, 225) if f["earring_hue"] < 0.7 else _rgb(f["earring_hue"] * 3, 0.8, 0.85))
         r = 0.026 + 0.012 * f["earring_size"]
         style = int(f["earring_style"])
+        dark = (35, 25, 20)  # a dark rim keeps gold on blond hair and silver on grey hair visible
         for sx in (-1, 1):
             x0, y0 = sx * (fw + 0.005), eye_y + 0.095
             if style == 0:
-                c.ellipse(x0, y0 + r * 0.5, r, r, metal)
+                c.ellipse(x0, y0 + r * 0.5, r, r, metal, dark)
             elif style == 1:
                 t = _RING
-                c.line(np.stack([x0 + r * 1.1 * np.cos(t), y0 + r * 1.3 + r * 1.3 * np.sin(t)], 1), metal, 0.014)
+                hoop = np.stack([x0 + r * 1.1 * np.cos(t), y0 + r * 1.3 + r * 1.3 * np.sin(t)], 1)
+                c.line(hoop, dark, 0.026)
+                c.line(hoop, metal, 0.014)
             else:
-                c.line([(x0, y0 - 0.005), (x0, y0 + r * 1.6)], metal, 0.012)
-                c.ellipse(x0, y0 + r * 2.2, r * 0.9, r * 1.1, metal)
+                c.line([(x0, y0 - 0.005), (x0, y0 + r * 1.6)], dark, 0.014)
+                c.ellipse(x0, y0 + r * 2.2, r * 0.9, r * 1.1, metal, dark)
 
     # Lighting: a smooth directional gradient over the whole picture, then the box downsample.
     # (Lighting is smooth, so it commutes with the downsample and is applied after it.)
