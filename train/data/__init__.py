@@ -3,6 +3,10 @@
     from train.data import load_dataset, semi_supervised
     ds = load_dataset("synthetic", "train", limit=1000)      # ds.images (N, 64, 64, 3) uint8 memmap
     labelled, unlabelled = semi_supervised(ds, 0.06, seed=0)  # unlabelled.labels is None
+    x, y = labelled.take(batch_indices)                       # (B, 64, 64, 3) uint8, (B, L) int8
+
+A subset (such as each side of a semi-supervised split) keeps the split's memmap and an index:
+``take`` reads a batch from disk, while ``.images`` copies the whole subset into memory once.
 """
 from __future__ import annotations
 
