@@ -140,5 +140,7 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
         warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(rows)} in {root}: {listed}"
                       f"{' ...' if len(skipped) > 10 else ''}", stacklevel=2)
     ds = ImageSet(images, labels, names, name=f"folder/{root.name}/{split}", skipped=skipped)
-    ds.files = meta["files"]
-    return ds if label_names is None else ds.select_labels(list(label_names))
+    if label_names is not None:
+        ds = ds.select_labels(list(label_names))
+    ds.files = meta["files"]  # file name of each row
+    return ds
