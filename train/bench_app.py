@@ -1,0 +1,203 @@
+"""Slider latency of the app in a real browser: slider input -> new face decoded on screen.
+
+    python -m train.bench_app --checkpoint checkpoints/synthetic-faces
+    python -m train.bench_app --tiny            # a random 64x64 model, before any is trained
+
+Starts ``python app.py --checkpoint DIR`` in a subprocess, drives Debian's Chromium with
+Playwright, and for each move times, inside the page, from the range input's ``input``
+event to the new ``<img>`` being decoded (``img.decode()``), i.e. ready to paint.
+Reports p50/p95 over ``--moves`` moves with one user, then p95 with ``--sessions``
+browser contexts (separate Gradio sessions) moving their sliders at the same time.
+Browser and server share the machine, as they would for a person trying it locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+TINY_LABELS = ["Eyeglasses", "Smiling", "Male"]
+
+# One move: set the range input, fire `input`, resolve with ms until the new image is decoded.
+MOVE_JS = """
+async ([sliderSelector, value, timeoutMs]) => {
+  const root = document.querySelector('#edited');
+  const old = root.querySelector('img')?.getAttribute('src');
+  const range = document.querySelector(sliderSelector);
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { observer.disconnect(); reject(new Error('no new image')); }, timeoutMs);
+    const check = () => {
+      const img = root.querySelector('img');
+      if (!img || img.getAttribute('src') === old) return;
+      observer.disconnect();
+      clearTimeout(timer);
+      // decode() rejects if the element's src changes meanwhile; retry on the current one.
+      const settle = (tries) => {
+        const current = root.querySelector('img');
+        current.decode().then(() => resolve(performance.now() - t0),
+                              (e) => tries > 0 ? setTimeout(() => settle(tries - 1), 1) : reject(e));
+      };
+      settle(20);
+    };
+    const observer = new MutationObserver(check);
+    observer.observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+    const t0 = performance.now();
+    range.value = value;
+    range.dispatchEvent(new Event('input', {bubbles: true}));
+  });
+}
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="model folder or Hub id passed to app.py")
+    source.add_argument("--tiny", action="store_true", help="a random 64x64 model (3 labels, 45 latents)")
+    parser.add_argument("--label", default=None, help="slider to move (default: the first label)")
+    parser.add_argument("--moves", type=int, default=50, help="moves per user")
+    parser.add_argument("--sessions", type=int, default=16, help="concurrent users in the second run")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one image")
+    return parser.parse_args(argv)
+
+
+def make_tiny_checkpoint(directory: Path) -> Path:
+    """A random model at the bundled model's size; its decoder is amplified so that every
+    slider position changes the pixels (an untrained decoder barely reacts to z)."""
+    import torch
+
+    from ccvae import CCVAE
+
+    torch.manual_seed(0)
+    model = CCVAE(label_names=TINY_LABELS, latent_dim=45, image_size=64)
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(2.5)
+    model.save_pretrained(directory)
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def start_app(checkpoint: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", checkpoint],
+                               cwd=REPO, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with code {process.returncode} before serving")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.25)
+    process.terminate()
+    raise RuntimeError(f"app.py did not answer on port {port} within 120 s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+async def open_user(browser, url: str, label: str):
+    """A fresh browser context (its own Gradio session) with the page loaded."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    await page.goto(url, timeout=120_000)
+    await page.wait_for_selector(f"#slider-{label} input[type=range]", timeout=120_000)
+    return context, page
+
+
+async def move(page, label: str, moves: int, timeout_s: float, user: int = 0) -> list[float]:
+    selector = f"#slider-{label} input[type=range]"
+    low = float(await page.get_attribute(selector, "min"))
+    high = float(await page.get_attribute(selector, "max"))
+    step = float(await page.get_attribute(selector, "step"))
+    # Golden-ratio steps over the range: every move lands on a new value, so every image is new.
+    count = round((high - low) / step)
+    # Users start at different points of the sequence: two sessions showing the same image at
+    # the same moment make Gradio rewrite one cache file while serving it (see the report).
+    start = 1 + user * moves
+    positions = [low + step * round(count * (k * 0.618034 % 1.0)) for k in range(start, start + moves)]
+    return [await page.evaluate(MOVE_JS, [selector, repr(round(v, 6)), timeout_s * 1000]) for v in positions]
+
+
+async def run(url: str, args: argparse.Namespace, label: str) -> dict[str, float]:
+    from playwright.async_api import async_playwright
+
+    results = {}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+        context, page = await open_user(browser, url, label)
+        await move(page, label, 5, args.timeout)  # warm-up
+        times = await move(page, label, args.moves, args.timeout)
+        await context.close()
+        results["1 user p50"] = statistics.median(times)
+        results["1 user p95"] = percentile(times, 0.95)
+
+        # Open every page first (one by one), so the timings are of moves, not page loads.
+        # Each user on its own loopback address (127.0.0.k): real users' browsers do not share
+        # Chromium's 6-connections-per-host pool, which Gradio's open event streams would fill.
+        urls = [url.replace("127.0.0.1", f"127.0.0.{k + 2}") for k in range(args.sessions)]
+        users = [await open_user(browser, u, label) for u in urls]
+        per_user = await asyncio.gather(
+            *(move(p, label, args.moves, args.timeout, user=k + 1) for k, (_, p) in enumerate(users))
+        )
+        all_times = [t for times in per_user for t in times]
+        results[f"{args.sessions} users p50"] = statistics.median(all_times)
+        results[f"{args.sessions} users p95"] = percentile(all_times, 0.95)
+        await browser.close()
+    return results
+
+
+def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = str(make_tiny_checkpoint(Path(tmp) / "tiny")) if args.tiny else args.checkpoint
+        if args.label:
+            label = args.label
+        elif args.tiny:
+            label = TINY_LABELS[0]
+        else:
+            from ccvae import CCVAE
+
+            label = CCVAE.from_pretrained(checkpoint).label_names[0]
+        label = "".join(c if c.isalnum() or c == "_" else "_" for c in label).strip("_")
+        port = args.port or free_port()
+        process = start_app(checkpoint, port)
+        try:
+            results = asyncio.run(run(f"http://127.0.0.1:{port}/", args, label))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    print(f"slider input -> new image decoded, {args.moves} moves per user, "
+          f"checkpoint {'random 64x64 (--tiny)' if args.tiny else args.checkpoint}, {os.cpu_count()} CPUs")
+    for name, value in results.items():
+        print(f"  {name:>16}: {value:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main(parse_args())
