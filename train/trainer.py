@@ -66,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    r.add_argument("--max-minutes", type=float, help="stop training after this many minutes (saved, then evaluated as if finished)")
     r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
     r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
     r.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (default: all)")
@@ -184,8 +185,9 @@ def main(args: argparse.Namespace) -> int:
         interrupted["flag"] = True
     previous_handler = signal.signal(signal.SIGINT, on_sigint) if is_main else None
 
+    stop_reason = None
     try:
-        while counters["epoch"] < args.epochs:
+        while counters["epoch"] < args.epochs and stop_reason is None:
             epoch = counters["epoch"]
             lab_order = batches.epoch_order(len(labelled), args.seed, 2 * epoch) if len(labelled) else None
             unl_order = batches.epoch_order(len(unlabelled), args.seed, 2 * epoch + 1) if n_unl_batches else None
@@ -232,6 +234,10 @@ def main(args: argparse.Namespace) -> int:
                 if is_main:
                     bar.set_postfix(loss=f"{result.loss.item():.4g}",
                                     acc=f"{sums.get('sup_accuracy', 0) / max(counts.get('sup_accuracy', 1), 1):.3f}")
+                if args.max_minutes and counters["seconds"] + time.time() - t0 > 60 * args.max_minutes:
+                    counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
+                    stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
+                    break
                 if interrupted["flag"]:
                     counters["seconds"] += time.time() - t0
                     checkpoint()
@@ -240,9 +246,10 @@ def main(args: argparse.Namespace) -> int:
                     return 130
             bar.close()
             counters["seconds"] += time.time() - t0
-            counters["epoch"] += 1
-            counters["batch"] = 0
-            record = {"epoch": counters["epoch"], "step": counters["step"], "seconds": round(counters["seconds"], 1),
+            if stop_reason is None:
+                counters["epoch"] += 1
+                counters["batch"] = 0
+            record = {"epoch": counters["epoch"] + counters["batch"] / len(plan), "step": counters["step"], "seconds": round(counters["seconds"], 1),
                       **{k: sums[k] / counts[k] for k in sums}}
             if world > 1:
                 record["rank_max_abs_diff"] = _rank_divergence(model)
@@ -265,6 +272,8 @@ def main(args: argparse.Namespace) -> int:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
 
+    if stop_reason and is_main:
+        print(f"stopped: {stop_reason}", file=sys.stderr)
     if is_main and not args.no_eval:
         from . import evaluate
 
