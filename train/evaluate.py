@@ -163,6 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="evaluate on the first N test images")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder (synthetic only)")
     p.add_argument("--n-oracle", type=int, default=500, help="test images judged by the oracle")
+    p.add_argument("--no-oracle", action="store_true", help="accuracy and reconstruction only")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="write the metrics here")
     return p.parse_args(argv)
@@ -173,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         model = CCVAE.from_pretrained(args.checkpoint).to(default_device(args.device))
         metrics = evaluate(model, args.dataset, root=args.root, labels_csv=args.labels_csv,
                            image_size=model.image_size, data_seed=args.data_seed, limit=args.limit,
-                           oracle_path=args.oracle, n_oracle=args.n_oracle)
+                           oracle_path=None if args.no_oracle else args.oracle, n_oracle=args.n_oracle)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
