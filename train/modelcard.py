@@ -21,12 +21,21 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write(directory: Path, *, model, args: argparse.Namespace, counters: dict, metrics: dict | None) -> None:
-    command = "python -m train " + " ".join(
-        f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
-        for k, v in vars(args).items()
-        if v not in (None, False) and k not in ("resume",) and not (k == "labels_csv")
-    )
+def command_line(args: dict) -> str:
+    """The `python -m train ...` command that the given arguments spell."""
+    parts = ["python -m train"]
+    for k, v in args.items():
+        if k in ("labels_csv", "started_at_epoch") or v in (None, False, "None"):
+            continue
+        flag = "--" + ("labels" if k == "labels_csv" else k.replace("_", "-"))
+        parts.append(flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}")
+    return " ".join(parts)
+
+
+def write(directory: Path, *, model, args: argparse.Namespace, counters: dict, metrics: dict | None,
+          history: list[dict] | None = None) -> None:
+    commands = [command_line(h) for h in history] if history else [command_line(vars(args))]
+    command = "\n".join(commands)
     minutes = counters.get("seconds", 0) / 60
     card = f"""---
 library_name: ccvae
@@ -49,7 +58,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g}{" (learned)" if model.config["learn_scale"] else ""}
 - trained for {counters.get("epoch", 0)} epochs ({counters.get("step", 0)} steps, {minutes:.1f} minutes of training)
 
-Command:
+Command{"s (a run, then its --resume)" if len(commands) > 1 else ""}:
 
 ```
 {command}

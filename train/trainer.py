@@ -154,6 +154,8 @@ def main(args: argparse.Namespace) -> int:
     if args.resume:
         saved = load_state(out / "state", model=model, optimizer=optimizer, generator=generator)
         counters = saved["counters"]
+        for group in optimizer.param_groups:  # --lr on resume sets the rate from here on (e.g. a final, lower one)
+            group["lr"] = args.lr
     if args.compile:
         model.encoder.compile()
         model.decoder.compile()
@@ -170,7 +172,11 @@ def main(args: argparse.Namespace) -> int:
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))
+        history = json.loads((out / "args.json").read_text()) if args.resume and (out / "args.json").is_file() else []
+        history = history if isinstance(history, list) else [history]
+        history.append({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                        "started_at_epoch": counters["epoch"] + counters["batch"] / max(len(plan), 1)})
+        (out / "args.json").write_text(json.dumps(history, indent=2, default=str))
         print(f"training on {device} x{world}: {len(labelled)} labelled + {len(unlabelled)} unlabelled images, "
               f"labels {label_names}, {len(plan)} batches/epoch", file=sys.stderr)
 
@@ -316,7 +322,9 @@ def write_model(model: CCVAE, out: Path, args: argparse.Namespace, counters: dic
 
         hub.save(model, tmp)
         figures.traversal_figure(model, faces[:2]).save(tmp / "traversal.png")
-        modelcard.write(tmp, model=model, args=args, counters=counters, metrics=metrics)
+        history = json.loads((out / "args.json").read_text()) if (out / "args.json").is_file() else None
+        modelcard.write(tmp, model=model, args=args, counters=counters, metrics=metrics,
+                        history=history if isinstance(history, list) else None)
 
     replace_dir(out / "model", write)
 
