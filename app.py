@@ -55,6 +55,17 @@ CSS = """
 #notice { border: 1px solid var(--color-accent); padding: 0.5em 1em; border-radius: 6px; }
 """
 
+# The edited face is a gr.HTML whose value is a PNG data URL: a slider move is one request, with
+# no image file to write, fetch or share between sessions. Its styles travel with the component.
+FACE_HTML = (
+    '<img src="${value}" alt="the edited face">'
+    '<a href="${value}" download="edited-face.png" class="download">Download PNG</a>'
+)
+FACE_CSS = """
+img { display: block; width: 100%; max-width: 320px; aspect-ratio: 1; margin: 0 auto; image-rendering: auto; }
+.download { display: block; text-align: right; font-size: var(--text-sm); }
+"""
+
 
 @dataclass(frozen=True)
 class Session:
@@ -130,6 +141,10 @@ class Editor:
         """
         return images.to_pil(editing.decode(self.model, z)[0])
 
+    def face(self, z: torch.Tensor) -> str:
+        """(1, D) latent -> the edited face as a PNG data URL, the value of the page's face."""
+        return images.to_data_url(self.render(z))
+
     def slider_value(self, z: torch.Tensor, i: int) -> float:
         low, high, step = self.ranges[i]
         digits = max(0, -math.floor(math.log10(step)))
@@ -148,7 +163,7 @@ class Editor:
         """Outputs shared by every whole-face action: edited, sliders, probs, session, status."""
         sliders = [self.slider_value(session.z, i) for i in range(len(self.labels))]
         probs = [self.prob_html(p) for p in self.probs(session.z)]
-        return (self.render(session.z), *sliders, *probs, session, status)
+        return (self.face(session.z), *sliders, *probs, session, status)
 
     def start_from(self, z_source: torch.Tensor, status: str) -> tuple:
         """A new face: input, reconstruction, then :meth:`view`'s outputs."""
@@ -200,16 +215,16 @@ class Editor:
     # ---- one label -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def slide(self, i: int, value: float, session: Session) -> tuple[Image.Image, str, Session]:
-        """Slider i moved to ``value``: decode one image, update q(y_i | z_i)."""
+    def slide(self, i: int, value: float, session: Session) -> tuple[str, str, Session]:
+        """Slider i moved to ``value``: decode one face, update q(y_i | z_i) (no other changes)."""
         z = editing.set_latent(session.z, i, float(value))
         p = float(editing.label_probs(self.model, z)[0, i])
-        return self.render(z), self.prob_html(p), replace(session, z=z)
+        return self.face(z), self.prob_html(p), replace(session, z=z)
 
     @torch.no_grad()
     def resample(
         self, i: int, session: Session, *, present: bool | None = None, seed: int | None = None
-    ) -> tuple[Image.Image, float, str, Session, str]:
+    ) -> tuple[str, float, str, Session, str]:
         """New z_i ~ p(z_i | y_i = present); present=None keeps the side the face is on."""
         if present is None:
             present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
@@ -222,7 +237,7 @@ class Editor:
         p = float(editing.label_probs(self.model, z)[0, i])
         side = "present" if present else "absent"
         status = f"{self.labels[i]}: new sample with it {side} (seed {seed})."
-        return self.render(z), self.slider_value(z, i), self.prob_html(p), replace(session, z=z), status
+        return self.face(z), self.slider_value(z, i), self.prob_html(p), replace(session, z=z), status
 
     # ---- the whole face ------------------------------------------------------------------
 
@@ -343,9 +358,9 @@ def build_demo(
                         format="png", height=160, buttons=[], elem_id="reconstruction", elem_classes="face",
                     )
             with gr.Column(scale=1, min_width=280):
-                edited_image = gr.Image(
-                    first_edited, label="Edited", interactive=False, format="png",
-                    height=320, buttons=["download"], elem_id="edited", elem_classes="face",
+                edited_face = gr.HTML(
+                    first_edited, label="Edited", show_label=True, container=True,
+                    html_template=FACE_HTML, css_template=FACE_CSS, js_on_load=None, elem_id="edited",
                 )
                 status = gr.Markdown(first_status, elem_id="status")
                 with gr.Row():
@@ -404,7 +419,7 @@ def build_demo(
                     donor_image = gr.Image(label="Second face", interactive=False, format="png", height=200, elem_classes="face")
         gr.Markdown(HOW_IT_WORKS)
 
-        view_outputs = [edited_image, *sliders, *probs, session, status]
+        view_outputs = [edited_face, *sliders, *probs, session, status]
         face_outputs = [input_image, reconstruction_image, *view_outputs]
 
         def on_example(evt: gr.SelectData):
@@ -429,12 +444,14 @@ def build_demo(
             def remove(s: Session, i: int = i):
                 return editor.resample(i, s, present=False)
 
+            # Off the queue: a move is one HTTP request, answered at once, never waiting
+            # behind a grid; always_last keeps at most one move per session in flight.
             sliders[i].input(
-                slide, [sliders[i], session], [edited_image, probs[i], session],
+                slide, [sliders[i], session], [edited_face, probs[i], session],
                 api_name=f"slide_{slug(name)}", trigger_mode="always_last",
-                show_progress="hidden",
+                show_progress="hidden", queue=False,
             )
-            outputs = [edited_image, sliders[i], probs[i], session, status]
+            outputs = [edited_face, sliders[i], probs[i], session, status]
             for button, fn, verb in zip(label_buttons[i], (resample, add, remove), ("resample", "add", "remove")):
                 button.click(fn, session, outputs, api_name=f"{verb}_{slug(name)}", show_progress="hidden")
 

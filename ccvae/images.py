@@ -9,6 +9,7 @@ raises :class:`ImageError` (a ``ValueError``) whose message names the problem.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import struct
@@ -133,6 +134,19 @@ def to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
     arrays = arrays.permute(0, 2, 3, 1).cpu().numpy()
     images = [Image.fromarray(array, mode="RGB") for array in arrays]
     return images[0] if x.dim() == 3 else images
+
+
+def to_png(image: Image.Image) -> bytes:
+    """The image as PNG file contents (lossless)."""
+    with io.BytesIO() as buffer:
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def to_data_url(image: Image.Image) -> str:
+    """``data:image/png;base64,...``: the image inline, with no file for a browser to fetch
+    (a 64 px face is about 13 kB of text)."""
+    return "data:image/png;base64," + base64.b64encode(to_png(image)).decode("ascii")
 
 
 def grid(images: list[Image.Image], *, columns: int) -> Image.Image:

@@ -1,5 +1,6 @@
 """app.py's handlers called directly on a tiny random model: each asserts what the user sees."""
 
+import base64
 import io
 import os
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 import app
-from ccvae import CCVAE, CheckpointError
+from ccvae import CCVAE, CheckpointError, images
 
 LABELS = ["Eyeglasses", "Smiling", "Male"]
 L = len(LABELS)
@@ -41,7 +42,17 @@ def session(editor) -> app.Session:
     return editor.initial()[-2]
 
 
-def pixels(image: Image.Image) -> np.ndarray:
+def from_data_url(url: str) -> Image.Image:
+    """The edited face's value (a PNG data URL) decoded."""
+    header, _, data = url.partition(",")
+    assert header == "data:image/png;base64", url[:40]
+    return images.open_image(base64.b64decode(data, validate=True))
+
+
+def pixels(image: Image.Image | str) -> np.ndarray:
+    """An image, or the edited face's data URL, as an (H, W, 3) int array."""
+    if isinstance(image, str):
+        image = from_data_url(image)
     return np.asarray(image).astype(int)
 
 
@@ -58,7 +69,8 @@ def test_initial_outputs_follow_the_widget_order(editor):
     out = editor.initial()
     assert len(out) == 3 + 2 * L + 2  # input, reconstruction, edited, sliders, probs, session, status
     input_image, reconstruction, edited = out[:3]
-    assert input_image.size == reconstruction.size == edited.size == (SIZE, SIZE)
+    assert input_image.size == reconstruction.size == (SIZE, SIZE)
+    assert np.array_equal(pixels(edited), pixels(reconstruction))  # nothing edited yet
     session = out[-2]
     assert isinstance(session, app.Session) and torch.equal(session.z, session.z_source)
     for i, value in enumerate(out[3 : 3 + L]):
@@ -337,4 +349,7 @@ def test_build_demo_launches_nothing_and_wires_one_slider_per_label():
     assert {"slide_Eyeglasses", "resample_Eyeglasses", "add_Smiling", "remove_Male", "swap", "grid"} <= names
     slide = [d for d in demo.fns.values() if d.api_name == "slide_Eyeglasses"][0]
     assert slide.trigger_mode == "always_last" and slide.show_progress == "hidden"
+    assert not slide.queue  # a move never waits behind a queued grid
+    assert [type(c).__name__ for c in slide.outputs] == ["HTML", "HTML", "State"]
     assert not demo.is_running
+

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import app
-from test_app import LABELS, visible_model
+from ccvae import images
+from test_app import LABELS, from_data_url, visible_model
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -39,8 +40,8 @@ def test_api_answers_with_an_image_and_a_probability(url):
     from gradio_client import Client
 
     client = Client(url, verbose=False)
-    image_path, prob = client.predict(1.0, api_name="/slide_Eyeglasses")
-    assert Image.open(image_path).size == (16, 16)
+    face, prob = client.predict(1.0, api_name="/slide_Eyeglasses")
+    assert from_data_url(face).size == (16, 16)  # inline: no file to fetch
     assert "q(present)" in prob
 
 
@@ -131,6 +132,16 @@ def test_browser_slider_and_resample_change_the_face(page):
         arg=slider_before,
     )
     assert page.locator(".toast-body").count() == 0  # no error toast
+
+
+def test_browser_downloads_the_edited_face(page, tmp_path):
+    shown = from_data_url(image_src(page, "edited"))
+    with page.expect_download() as download:
+        page.click("#edited a[download]")
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.suffix == ".png"
+    assert np.array_equal(np.asarray(images.open_image(path)), np.asarray(shown))
 
 
 def test_browser_upload_shows_the_photo_and_its_reconstruction(page, tmp_path):
