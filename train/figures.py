@@ -48,7 +48,7 @@ def reconstruction_figure(model, x: torch.Tensor) -> Image.Image:
 
 
 @torch.no_grad()
-def traversal_figure(model, x: torch.Tensor, *, steps: int = 8) -> Image.Image:
+def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) -> Image.Image:
     """For each face in x: one row per label walking its own traversal range, absent -> present."""
     z = editing.encode(model, x)
     rows, names = [], []
@@ -56,11 +56,12 @@ def traversal_figure(model, x: torch.Tensor, *, steps: int = 8) -> Image.Image:
         for i, name in enumerate(model.label_names):
             rows.append(editing.decode(model, editing.traverse(model, z[b:b + 1], i, steps=steps)[0]))
             names.append(f"{name}" if b == 0 else f"{name} ")
-    return grid(torch.stack(rows), names)
+    return grid(torch.stack(rows), names, scale=scale)
 
 
 @torch.no_grad()
-def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int = 8, seed: int = 0) -> Image.Image:
+def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int = 8, seed: int = 0,
+                     scale: int = 1) -> Image.Image:
     """One face (x[:1]); for each label, its reconstruction then n resamples of z_i ~ p(z_i | y_i = 1)."""
     g = torch.Generator(device=model.device).manual_seed(seed)
     z = editing.encode(model, x[:1])
@@ -70,7 +71,7 @@ def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int 
         many = editing.resample_latent(model, z.expand(n, -1), i, present=True, generator=g)
         rows.append(editing.decode(model, torch.cat([z, many])))
         names.append(f"{model.label_names[i]} x{n}")
-    return grid(torch.stack(rows), names)
+    return grid(torch.stack(rows), names, scale=scale)
 
 
 def epoch_figures(model, faces: torch.Tensor, directory: Path, epoch: int) -> None:
@@ -82,3 +83,52 @@ def epoch_figures(model, faces: torch.Tensor, directory: Path, epoch: int) -> No
     traversal_figure(model, faces[:1]).save(directory / f"epoch{epoch:03d}_traversal.png")
     diversity_figure(model, faces[:1], list(range(model.num_labels))).save(directory / f"epoch{epoch:03d}_diversity.png")
     model.train(was_training)
+
+
+def parse_args(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m train.figures",
+                                description="Draw the README figures of a model on held-out faces, and export example faces for the app.")
+    p.add_argument("checkpoint", help="model folder or Hub id")
+    p.add_argument("--out", type=Path, required=True, help="folder for traversal.png, diversity.png, reconstructions.png")
+    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "celeba", "folder"])
+    p.add_argument("--root", type=Path)
+    p.add_argument("--labels", type=Path, dest="labels_csv")
+    p.add_argument("--diversity-labels", nargs="+", default=["Eyeglasses", "Smiling", "Wearing_Hat"],
+                   help="characteristics to resample in the diversity figure (the face is chosen to have the first)")
+    p.add_argument("--examples", type=int, default=0, help="also write this many held-out faces to CHECKPOINT/examples/")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(args) -> None:
+    import numpy as np
+
+    from ccvae import CCVAE
+
+    from . import batches
+    from .data import load_dataset
+
+    model = CCVAE.from_pretrained(args.checkpoint).eval()
+    test = load_dataset(args.dataset, "test", root=args.root, labels_csv=args.labels_csv,
+                        label_names=model.label_names, image_size=model.image_size, limit=2000)
+    x = batches.to_float(batches.load(test.images[:8]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    reconstruction_figure(model, x).save(args.out / "reconstructions.png")
+    traversal_figure(model, x[:2]).save(args.out / "traversal.png")
+    first = model.label_index(args.diversity_labels[0])
+    having = np.flatnonzero(np.asarray(test.labels)[:, first] == 1)
+    face = batches.to_float(batches.load(test.images[having[:1]])) if len(having) else x[:1]
+    diversity_figure(model, face, args.diversity_labels, seed=args.seed, scale=2).save(args.out / "diversity.png")
+    print(f"wrote reconstructions.png, traversal.png, diversity.png to {args.out}")
+    if args.examples:
+        folder = Path(args.checkpoint) / "examples"
+        folder.mkdir(exist_ok=True)
+        for i in range(args.examples):
+            Image.fromarray(np.asarray(test.images[i])).save(folder / f"test{i:03d}.png")
+        print(f"wrote {args.examples} held-out faces to {folder}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
