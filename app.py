@@ -46,24 +46,26 @@ side. **Resample style** keeps every characteristic and draws new style latents.
 use the seed shown in the status line, so any result can be reproduced.
 """
 
-# Faces are sent at the model's resolution and enlarged here, smoothly (not pixelated).
 CSS = """
-.face img { width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: auto; }
 .prob { font-variant-numeric: tabular-nums; padding-top: 1.6em; }
 .prob .bar { height: 6px; background: var(--neutral-200); border-radius: 3px; }
 .prob .bar span { display: block; height: 6px; background: var(--color-accent); border-radius: 3px; }
 #notice { border: 1px solid var(--color-accent); padding: 0.5em 1em; border-radius: 6px; }
 """
 
-# The edited face is a gr.HTML whose value is a PNG data URL: a slider move is one request, with
-# no image file to write, fetch or share between sessions. Its styles travel with the component.
-FACE_HTML = (
-    '<img src="${value}" alt="the edited face">'
-    '<a href="${value}" download="edited-face.png" class="download">Download PNG</a>'
+# Every image the app makes is a gr.HTML whose value is a PNG data URL at the model's
+# resolution: an update is one response, with no file to write, fetch, or share between
+# sessions (Gradio 6.31 rewrites a shared cache file in place, so two sessions showing the
+# same image at once could get a truncated one). The browser enlarges it smoothly; the
+# styles travel with the component.
+PICTURE_HTML = '{{#if value}}<img src="${value}" alt="${alt}">{{/if}}'
+DOWNLOADABLE_HTML = (
+    '{{#if value}}<img src="${value}" alt="${alt}">'
+    '<a href="${value}" download="${filename}">Download PNG</a>{{/if}}'
 )
-FACE_CSS = """
-img { display: block; width: 100%; max-width: 320px; aspect-ratio: 1; margin: 0 auto; image-rendering: auto; }
-.download { display: block; text-align: right; font-size: var(--text-sm); }
+PICTURE_CSS = """
+img { display: block; width: 100%; height: ${img_height}; object-fit: contain; image-rendering: auto; }
+a { display: block; text-align: right; font-size: var(--text-sm); }
 """
 
 
@@ -100,8 +102,8 @@ class Editor:
     """The model adapter behind the page: one method per widget action.
 
     Arguments follow the widgets' order; each method returns the new values of its outputs
-    and a new :class:`Session` (the old one is never mutated). Methods that draw at random
-    take ``seed`` (None: a fresh one, reported in the status line).
+    (images as PNG data URLs) and a new :class:`Session` (the old one is never mutated).
+    Methods that draw at random take ``seed`` (None: a fresh one, reported in the status line).
     """
 
     def __init__(self, model: CCVAE, *, examples: Sequence[Image.Image] = ()):
@@ -133,17 +135,13 @@ class Editor:
         z = editing.generate(self.model, y, generator=generator)
         return images.to_pil(editing.decode(self.model, z))
 
-    def render(self, z: torch.Tensor) -> Image.Image:
-        """(1, D) latent -> the face at the model's resolution.
+    def face(self, z: torch.Tensor) -> str:
+        """(1, D) latent -> the face at the model's resolution, as a PNG data URL.
 
         The page enlarges it smoothly in the browser (CSS), which costs nothing per slider
         move; a 256 px PNG would take ~50 ms to compress on the server, a 64 px one < 1 ms.
         """
-        return images.to_pil(editing.decode(self.model, z)[0])
-
-    def face(self, z: torch.Tensor) -> str:
-        """(1, D) latent -> the edited face as a PNG data URL, the value of the page's face."""
-        return images.to_data_url(self.render(z))
+        return images.to_data_url(images.to_pil(editing.decode(self.model, z)[0]))
 
     def slider_value(self, z: torch.Tensor, i: int) -> float:
         low, high, step = self.ranges[i]
@@ -168,7 +166,7 @@ class Editor:
     def start_from(self, z_source: torch.Tensor, status: str) -> tuple:
         """A new face: input, reconstruction, then :meth:`view`'s outputs."""
         session = Session(z_source=z_source, z=z_source)
-        reconstruction = self.render(z_source)
+        reconstruction = self.face(z_source)
         return (reconstruction, *self.view(session, status))
 
     def encode_image(self, image: Image.Image) -> torch.Tensor:
@@ -188,7 +186,7 @@ class Editor:
             raise gr.Error(f"example {index} does not exist; there are {len(self.examples)}")
         image = self.examples[index]
         z = self.encode_image(image)
-        return (image, *self.start_from(z, f"Example {index + 1}."))
+        return (images.to_data_url(image), *self.start_from(z, f"Example {index + 1}."))
 
     @torch.no_grad()
     def random_face(self, *, seed: int | None = None) -> tuple:
@@ -199,7 +197,7 @@ class Editor:
         z = editing.generate(self.model, y, generator=generator)
         present = [name for name, v in zip(self.labels, y[0].tolist()) if v > 0.5]
         status = f"Random face (seed {seed}) drawn with: {', '.join(present) or 'no labels'}."
-        return (self.render(z), *self.start_from(z, status))
+        return (self.face(z), *self.start_from(z, status))
 
     @torch.no_grad()
     def upload(self, path: str | None) -> tuple:
@@ -210,7 +208,7 @@ class Editor:
         except ValueError as error:
             raise gr.Error(str(error)) from error
         z = self.encode_image(image)
-        return (image, *self.start_from(z, "Your photo, centre-cropped."))
+        return (images.to_data_url(image), *self.start_from(z, "Your photo, centre-cropped."))
 
     # ---- one label -----------------------------------------------------------------------
 
@@ -252,14 +250,14 @@ class Editor:
         return self.view(replace(session, z=session.z_source), "Back to the encoding of the input.")
 
     @torch.no_grad()
-    def traversal(self, label: str, session: Session) -> Image.Image:
+    def traversal(self, label: str, session: Session) -> str:
         """8 steps of one label from absent to present, everything else fixed."""
         i = self.label_index(label)
         zs = editing.traverse(self.model, session.z, i, steps=8)[0]  # (8, D)
-        return images.grid(images.to_pil(editing.decode(self.model, zs)), columns=8)
+        return images.to_data_url(images.grid(images.to_pil(editing.decode(self.model, zs)), columns=8))
 
     @torch.no_grad()
-    def diversity(self, label: str, session: Session, *, seed: int | None = None) -> tuple[Image.Image, str]:
+    def diversity(self, label: str, session: Session, *, seed: int | None = None) -> tuple[str, str]:
         """16 draws of one characteristic on its current side, everything else fixed."""
         i = self.label_index(label)
         present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
@@ -269,35 +267,36 @@ class Editor:
         )
         sheet = images.grid(images.to_pil(editing.decode(self.model, zs)), columns=4)
         side = "present" if present else "absent"
-        return sheet, f"16 samples of {label} ({side}), seed {seed}."
+        return images.to_data_url(sheet), f"16 samples of {label} ({side}), seed {seed}."
 
     @torch.no_grad()
-    def grid2d(self, row_label: str, column_label: str, session: Session) -> Image.Image:
+    def grid2d(self, row_label: str, column_label: str, session: Session) -> str:
         """5x5 faces: rows walk ``row_label`` absent -> present, columns ``column_label``."""
         i, j = self.label_index(row_label), self.label_index(column_label)
         if i == j:
             raise gr.Error(f"choose two different labels for the grid (both are {row_label!r})")
         zs = editing.traverse_grid(self.model, session.z, i, j, steps=5)[0]  # (5, 5, D)
         faces = editing.decode(self.model, zs.reshape(25, -1))
-        return images.grid(images.to_pil(faces), columns=5)
+        return images.to_data_url(images.grid(images.to_pil(faces), columns=5))
 
     @torch.no_grad()
-    def donor_random(self, session: Session, *, seed: int | None = None) -> tuple[Image.Image, Session, str]:
+    def donor_random(self, session: Session, *, seed: int | None = None) -> tuple[str, Session, str]:
         seed = pick_seed(seed)
         generator = self._generator(seed)
         y = editing.sample_labels(self.model, 1, generator=generator)
         z = editing.generate(self.model, y, generator=generator)
-        return self.render(z), replace(session, z_donor=z), f"Random second face (seed {seed})."
+        return self.face(z), replace(session, z_donor=z), f"Random second face (seed {seed})."
 
     @torch.no_grad()
-    def donor_upload(self, path: str | None, session: Session) -> tuple[Image.Image, Session, str]:
+    def donor_upload(self, path: str | None, session: Session) -> tuple[str, Session, str]:
         if not path:
             raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
         try:
             image = images.load_image(path, size=self.size)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        return image, replace(session, z_donor=self.encode_image(image)), "Second face uploaded."
+        z = self.encode_image(image)
+        return images.to_data_url(image), replace(session, z_donor=z), "Second face uploaded."
 
     @torch.no_grad()
     def swap(self, label: str, session: Session) -> tuple:
@@ -306,6 +305,16 @@ class Editor:
             raise gr.Error("Choose a second face first (Random second face or upload one).")
         z = editing.swap(session.z, session.z_donor, i)
         return self.view(replace(session, z=z), f"{label} swapped in from the second face.")
+
+
+def picture(value: str | None, label: str, *, height: str, filename: str | None = None, **kwargs) -> gr.HTML:
+    """An image output: its value is a PNG data URL, shown ``height`` high (a CSS length) and
+    as wide as its column; ``filename`` adds a link that downloads the PNG under that name."""
+    return gr.HTML(
+        value, label=label, show_label=True, container=True,
+        html_template=DOWNLOADABLE_HTML if filename else PICTURE_HTML, css_template=PICTURE_CSS,
+        js_on_load=None, alt=label, filename=filename, img_height=height, **kwargs,
+    )
 
 
 def build_demo(
@@ -349,18 +358,13 @@ def build_demo(
                         "Upload a photo", file_types=UPLOAD_TYPES, elem_id="upload"
                     )
                 with gr.Row():
-                    input_image = gr.Image(
-                        first_input, label="Input", interactive=False, format="png",
-                        height=160, buttons=[], elem_id="input", elem_classes="face",
-                    )
-                    reconstruction_image = gr.Image(
-                        first_reconstruction, label="Reconstruction", interactive=False,
-                        format="png", height=160, buttons=[], elem_id="reconstruction", elem_classes="face",
+                    input_image = picture(first_input, "Input", height="160px", elem_id="input")
+                    reconstruction_image = picture(
+                        first_reconstruction, "Reconstruction", height="160px", elem_id="reconstruction"
                     )
             with gr.Column(scale=1, min_width=280):
-                edited_face = gr.HTML(
-                    first_edited, label="Edited", show_label=True, container=True,
-                    html_template=FACE_HTML, css_template=FACE_CSS, js_on_load=None, elem_id="edited",
+                edited_face = picture(
+                    first_edited, "Edited", height="320px", filename="edited-face.png", elem_id="edited"
                 )
                 status = gr.Markdown(first_status, elem_id="status")
                 with gr.Row():
@@ -398,8 +402,8 @@ def build_demo(
                     traversal_button = gr.Button("Traversal strip (8 steps, absent → present)")
                     diversity_button = gr.Button("Diversity grid (16 resamples)")
                 with gr.Column(scale=3):
-                    strip_image = gr.Image(label="Traversal", interactive=False, format="png", elem_classes="face")
-                    diversity_image = gr.Image(label="Diversity", interactive=False, format="png", height=300, elem_classes="face")
+                    strip_image = picture(None, "Traversal", height="auto", filename="traversal.png")
+                    diversity_image = picture(None, "Diversity", height="300px", filename="diversity.png")
             with gr.Row():
                 with gr.Column():
                     row_label = gr.Dropdown(editor.labels, value=editor.labels[0], label="Rows")
@@ -408,7 +412,7 @@ def build_demo(
                     )
                     grid_button = gr.Button("5×5 grid over two labels")
                 with gr.Column(scale=3):
-                    grid_image = gr.Image(label="Two-label grid", interactive=False, format="png", height=300, elem_classes="face")
+                    grid_image = picture(None, "Two-label grid", height="300px", filename="grid.png")
             with gr.Row():
                 with gr.Column():
                     swap_label = gr.Dropdown(editor.labels, value=editor.labels[0], label="Characteristic")
@@ -416,7 +420,7 @@ def build_demo(
                     donor_upload_button = gr.UploadButton("Upload second face", file_types=UPLOAD_TYPES)
                     swap_button = gr.Button("Swap it in from the second face")
                 with gr.Column(scale=3):
-                    donor_image = gr.Image(label="Second face", interactive=False, format="png", height=200, elem_classes="face")
+                    donor_image = picture(None, "Second face", height="200px", filename="second-face.png")
         gr.Markdown(HOW_IT_WORKS)
 
         view_outputs = [edited_face, *sliders, *probs, session, status]

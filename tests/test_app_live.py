@@ -2,6 +2,7 @@
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +73,27 @@ def test_a_bad_upload_is_answered_and_the_server_keeps_serving(url, tmp_path):
     with pytest.raises(AppError, match="not an image"):
         client.predict(handle_file(str(bad)), api_name="/upload")
     assert "q(present)" in client.predict(0.5, api_name="/slide_Eyeglasses")[1]
+
+
+def test_sessions_rendering_the_same_image_at_once_all_get_it_whole(url):
+    """Four sessions start from the same face, so their traversal strips are byte-identical;
+    asked for at the same moment, each answer must be the complete PNG."""
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    answers = []
+
+    def render(client):
+        for _ in range(10):
+            answers.append(client.predict("Eyeglasses", api_name="/traversal"))
+
+    threads = [threading.Thread(target=render, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 40 and len(set(answers)) == 1
+    assert from_data_url(answers[0]).size == (8 * 16, 16)
 
 
 # ---- a real browser ------------------------------------------------------------------------
