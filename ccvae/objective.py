@@ -81,6 +81,7 @@ def supervised(
     posterior: DiagonalGaussian | None = None,
     weight_grad: str = "characteristic",
     classification_weight: float = 0.0,
+    style_kl_weight: float = 1.0,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -88,6 +89,9 @@ def supervised(
     the bound), as M2 does. In expectation Eq. 1's own direct classifier gradients cancel (see
     the module docstring), so the classifier learns only through grad(w), whose signal fades as
     q(z|x) narrows under a sharp likelihood; alpha gives it a direct signal. alpha = 0 is Eq. 1.
+    style_kl_weight: beta >= 1 adds (beta - 1) * KL(q(z_s|x) || N(0, I)) to the training loss only,
+    a capacity limit on the style latents: under a sharp likelihood the encoder otherwise copies
+    label information into z_s too, and the decoder then ignores an edit of z_i. beta = 1 is Eq. 1.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded); posterior:
     optional q(z|x) already computed for x. The loss is -mean(bound) with the gradient
@@ -144,7 +148,8 @@ def supervised(
             "accuracy": (pred == y.bool()).float().mean().item(),
             "likelihood_scale": model.likelihood_scale().item(),
         }
-    return Objective(bound=bound, loss=-(surrogate + classification_weight * log_qyx).mean(), terms=terms)
+    loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
+    return Objective(bound=bound, loss=loss, terms=terms)
 
 
 def unsupervised(
@@ -154,13 +159,14 @@ def unsupervised(
     generator: torch.Generator | None = None,
     z: torch.Tensor | None = None,
     posterior: DiagonalGaussian | None = None,
+    style_kl_weight: float = 1.0,
 ) -> Objective:
     """The ELBO with labels marginalised exactly, for an unlabelled batch x (B, C, H, W).
 
         ELBO = E_q(z|x)[ log p(x|z) + log p(z_s) - log q(z|x)
                          + sum_i sum_{v in {0,1}} q(y_i=v|z_i) (log p(z_i|y_i=v) + log p(y_i=v) - log q(y_i=v|z_i)) ]
 
-    z: optional sample (B, D) to use instead of drawing one.
+    z: optional sample (B, D) to use instead of drawing one. style_kl_weight: as in `supervised`.
     """
     L = model.num_labels
     q = posterior if posterior is not None else model.encode(x)
@@ -184,4 +190,15 @@ def unsupervised(
             "label_entropy": -(log_q.exp() * log_q).sum((1, 2)).mean().item(),
             "likelihood_scale": model.likelihood_scale().item(),
         }
-    return Objective(bound=bound, loss=-bound.mean(), terms=terms)
+    return Objective(bound=bound, loss=-bound.mean() + _extra_style_kl(model, q, style_kl_weight), terms=terms)
+
+
+def _extra_style_kl(model, q: DiagonalGaussian, style_kl_weight: float) -> torch.Tensor:
+    """(beta - 1) * mean over the batch of the analytic KL(q(z_s|x) || N(0, I)); 0 for beta = 1."""
+    if style_kl_weight == 1.0:
+        return torch.zeros((), device=q.loc.device)
+    if style_kl_weight < 0:
+        raise ValueError(f"style_kl_weight must be >= 0, got {style_kl_weight}")
+    L = model.num_labels
+    kl = DiagonalGaussian(q.loc[:, L:], q.scale[:, L:]).kl_standard_normal().sum(-1)
+    return (style_kl_weight - 1.0) * kl.mean()

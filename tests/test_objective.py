@@ -135,3 +135,21 @@ def test_bad_arguments_are_named():
         objective.supervised(model, x, torch.zeros(2, 3), weight_grad="nope")
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 16, 16\)"):
         objective.unsupervised(model, torch.rand(2, 3, 32, 32))
+
+
+def test_loss_options_leave_the_bound_alone_and_add_their_terms():
+    model = tiny_model().double()
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (4, 3)).double()
+    q = model.encode(x)
+    z = q.sample(5)
+    plain = objective.supervised(model, x, y, z=z, posterior=q)
+    tuned = objective.supervised(model, x, y, z=z, posterior=q, classification_weight=10.0, style_kl_weight=3.0)
+    torch.testing.assert_close(tuned.bound, plain.bound)
+    L = model.num_labels
+    kl_s = (0.5 * (q.scale[:, L:] ** 2 + q.loc[:, L:] ** 2 - 1 - torch.log(q.scale[:, L:] ** 2))).sum(-1).mean()
+    log_qyx = (torch.logsumexp(objective.log_classifier(model, z[..., :L], y), 0) - math.log(5)).mean()
+    torch.testing.assert_close(tuned.loss, plain.loss - 10.0 * log_qyx + 2.0 * kl_s)
+    u_plain = objective.unsupervised(model, x, z=z[0], posterior=q)
+    u_tuned = objective.unsupervised(model, x, z=z[0], posterior=q, style_kl_weight=3.0)
+    torch.testing.assert_close(u_tuned.loss, u_plain.loss + 2.0 * kl_s)

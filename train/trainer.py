@@ -57,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     o.add_argument("--k", type=int, default=100, help="samples of q(z_c|x) that estimate q(y|x)")
     o.add_argument("--classification-weight", type=float, default=0.0, help="alpha: adds alpha * log q(y|x) to the labelled loss (0 = Eq. 1 alone)")
+    o.add_argument("--style-kl-weight", type=float, default=1.0, help="beta: weight of the style latents' KL in the loss (1 = the paper's objective)")
     o.add_argument("--weight-grad", choices=list(objective.WEIGHT_GRADS), default="characteristic", help="gradient of the importance weight (see ccvae.objective)")
     o.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order, sampling)")
     r = p.add_argument_group("run")
@@ -215,12 +216,13 @@ def main(args: argparse.Namespace) -> int:
                     with autocast:
                         result = objective.supervised(model, x, y, k=args.k, generator=generator,
                                                       weight_grad=args.weight_grad,
-                                                      classification_weight=args.classification_weight)
+                                                      classification_weight=args.classification_weight,
+                                                      style_kl_weight=args.style_kl_weight)
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
                     with autocast:
-                        result = objective.unsupervised(model, x, generator=generator)
+                        result = objective.unsupervised(model, x, generator=generator, style_kl_weight=args.style_kl_weight)
                 if not torch.isfinite(result.loss):
                     raise TrainingStopped(
                         f"the loss became {result.loss.item()} at epoch {epoch + 1}, batch {b + 1} "
