@@ -199,15 +199,20 @@ class Editor:
         status = f"Random face (seed {seed}) drawn with: {', '.join(present) or 'no labels'}."
         return (self.face(z), *self.start_from(z, status))
 
-    @torch.no_grad()
-    def upload(self, path: str | None) -> tuple:
+    def read_upload(self, path: str | None) -> tuple[Image.Image, torch.Tensor]:
+        """The uploaded photo, centre-cropped to the model's size, and its encoding; a clear
+        gr.Error for a missing or unreadable file."""
         if not path:
             raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
         try:
             image = images.load_image(path, size=self.size)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        z = self.encode_image(image)
+        return image, self.encode_image(image)
+
+    @torch.no_grad()
+    def upload(self, path: str | None) -> tuple:
+        image, z = self.read_upload(path)
         return (images.to_data_url(image), *self.start_from(z, "Your photo, centre-cropped."))
 
     # ---- one label -----------------------------------------------------------------------
@@ -289,13 +294,7 @@ class Editor:
 
     @torch.no_grad()
     def donor_upload(self, path: str | None, session: Session) -> tuple[str, Session, str]:
-        if not path:
-            raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
-        try:
-            image = images.load_image(path, size=self.size)
-        except ValueError as error:
-            raise gr.Error(str(error)) from error
-        z = self.encode_image(image)
+        image, z = self.read_upload(path)
         return images.to_data_url(image), replace(session, z_donor=z), "Second face uploaded."
 
     @torch.no_grad()
