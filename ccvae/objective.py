@@ -47,11 +47,13 @@ WEIGHT_GRADS = ("characteristic", "full")
 
 @dataclass
 class Objective:
-    """bound: (B,) the per-example bound; loss: scalar to minimise; terms: floats for logging."""
+    """bound: (B,) the per-example bound; loss: scalar to minimise; terms: detached 0-dim tensors
+    for logging (on the model's device: reading them with float() waits for the GPU, so a training
+    loop sums them as tensors and reads the sums once per log line)."""
 
     bound: torch.Tensor
     loss: torch.Tensor
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def log_label_prior(model, y: torch.Tensor) -> torch.Tensor:
@@ -137,16 +139,16 @@ def supervised(
     with torch.no_grad():
         pred = model.classifier_logits(q.loc[:, :L]) > 0
         terms = {
-            "bound": bound.mean().item(),
-            "reconstruction": -log_px.mean().item(),
-            "kl": (log_qzc[0] + log_qzs[0] - log_pzc[0] - log_pzs[0]).mean().item(),
-            "log_qyx": log_qyx.mean().item(),
-            "log_py": log_py.mean().item(),
-            "weight_mean": w[0].mean().item(),
-            "weight_max": w[0].max().item(),
-            "log_weight_std": log_w.std().item() if log_w.numel() > 1 else 0.0,
-            "accuracy": (pred == y.bool()).float().mean().item(),
-            "likelihood_scale": model.likelihood_scale().item(),
+            "bound": bound.mean(),
+            "reconstruction": -log_px.mean(),
+            "kl": (log_qzc[0] + log_qzs[0] - log_pzc[0] - log_pzs[0]).mean(),
+            "log_qyx": log_qyx.mean(),
+            "log_py": log_py.mean(),
+            "weight_mean": w[0].mean(),
+            "weight_max": w[0].max(),
+            "log_weight_std": log_w.std() if log_w.numel() > 1 else torch.zeros((), device=log_w.device),
+            "accuracy": (pred == y.bool()).float().mean(),
+            "likelihood_scale": model.likelihood_scale(),
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
     return Objective(bound=bound, loss=loss, terms=terms)
@@ -185,10 +187,10 @@ def unsupervised(
     bound = log_px + _log_standard_normal(z[:, L:]) - log_qz + per_label.sum(-1)
     with torch.no_grad():
         terms = {
-            "bound": bound.mean().item(),
-            "reconstruction": -log_px.mean().item(),
-            "label_entropy": -(log_q.exp() * log_q).sum((1, 2)).mean().item(),
-            "likelihood_scale": model.likelihood_scale().item(),
+            "bound": bound.mean(),
+            "reconstruction": -log_px.mean(),
+            "label_entropy": -(log_q.exp() * log_q).sum((1, 2)).mean(),
+            "likelihood_scale": model.likelihood_scale(),
         }
     return Objective(bound=bound, loss=-bound.mean() + _extra_style_kl(model, q, style_kl_weight), terms=terms)
 

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--epochs", type=int, default=200, help="passes over the training set")
     o.add_argument("--batch-size", type=int, default=200, help="global batch size (split over torchrun ranks)")
     o.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    o.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="constant (the paper) or cosine decay over --epochs to --lr * --min-lr-ratio")
+    o.add_argument("--min-lr-ratio", type=float, default=0.05, help="cosine schedule: final rate as a fraction of --lr")
     o.add_argument("--k", type=int, default=100, help="samples of q(z_c|x) that estimate q(y|x)")
     o.add_argument("--classification-weight", type=float, default=0.0, help="alpha: adds alpha * log q(y|x) to the labelled loss (0 = Eq. 1 alone)")
     o.add_argument("--style-kl-weight", type=float, default=1.0, help="beta: weight of the style latents' KL in the loss (1 = the paper's objective)")
@@ -101,6 +104,20 @@ def _rank_divergence(model: torch.nn.Module) -> float:
     diff = (flat - reference).abs().max()
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return diff.item()
+
+
+def lr_schedule(args: argparse.Namespace):
+    """None for a constant rate, else epoch (fractional) -> learning rate: a cosine from --lr at
+    the start to --lr * --min-lr-ratio at --epochs. A function of the position alone, so a resumed
+    run follows the same curve."""
+    if args.lr_schedule == "constant":
+        return None
+    lo = args.lr * args.min_lr_ratio
+
+    def lr_at(epoch: float) -> float:
+        t = min(max(epoch / args.epochs, 0.0), 1.0)
+        return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * t))
+    return lr_at
 
 
 def load_data(args: argparse.Namespace, split: str, limit: int | None):
@@ -156,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         saved = load_state(out / "state", model=model, optimizer=optimizer, generator=generator)
         counters = saved["counters"]
         for group in optimizer.param_groups:  # --lr on resume sets the rate from here on (e.g. a final, lower one)
-            group["lr"] = args.lr
+            group["lr"] = args.lr  # (with --lr-schedule cosine: the peak the schedule decays from)
     if args.compile:
         model.encoder.compile()
         model.decoder.compile()
@@ -168,6 +185,8 @@ def main(args: argparse.Namespace) -> int:
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
     plan = batches.schedule(n_lab_batches, n_unl_batches)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
+    sync_every = 1 if device.type == "cpu" else 50
+    lr_at = lr_schedule(args)
     shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
     faces = batches.to_float(batches.load(shown.images[:8])).to(device)  # for figures
 
@@ -199,8 +218,9 @@ def main(args: argparse.Namespace) -> int:
             lab_order = batches.epoch_order(len(labelled), args.seed, 2 * epoch) if len(labelled) else None
             unl_order = batches.epoch_order(len(unlabelled), args.seed, 2 * epoch + 1) if n_unl_batches else None
             lab_seen, unl_seen = sum(plan[:counters["batch"]]), counters["batch"] - sum(plan[:counters["batch"]])
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}  # summed on the device, read once per epoch
             counts: dict[str, int] = {}
+            finite = torch.ones((), dtype=torch.bool, device=device)
             t0 = time.time()
             bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not is_main, leave=False, dynamic_ncols=True)
@@ -223,25 +243,33 @@ def main(args: argparse.Namespace) -> int:
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
                     with autocast:
                         result = objective.unsupervised(model, x, generator=generator, style_kl_weight=args.style_kl_weight)
-                if not torch.isfinite(result.loss):
-                    raise TrainingStopped(
-                        f"the loss became {result.loss.item()} at epoch {epoch + 1}, batch {b + 1} "
-                        f"({'labelled' if is_labelled else 'unlabelled'}); nothing was saved after the last good "
-                        f"checkpoint in {out / 'state'} (epoch {counters['epoch']}). Try a lower --lr or a larger "
-                        f"--likelihood-scale.")
+                kind = "sup" if is_labelled else "unsup"
+                finite = finite & torch.isfinite(result.loss.detach())
+                # Reading a GPU value waits for the GPU: check the loss every step on the CPU,
+                # every sync_every steps (and at the epoch's end) on CUDA. A NaN step in between
+                # can touch the weights in memory, never the saved checkpoint.
+                if (b + 1) % sync_every == 0 or b + 1 == len(plan):
+                    if not bool(finite):
+                        raise TrainingStopped(
+                            f"the loss became {result.loss.item()} at epoch {epoch + 1}, batch {b + 1} (or up to "
+                            f"{sync_every - 1} batches before; last: {'labelled' if is_labelled else 'unlabelled'}); "
+                            f"nothing was saved after the last good checkpoint in {out / 'state'} (epoch "
+                            f"{counters['epoch']}). Try a lower --lr or a larger --likelihood-scale.")
+                    if is_main:
+                        bar.set_postfix(loss=f"{result.loss.item():.4g}",
+                                        acc=f"{float(sums.get('sup_accuracy', 0)) / max(counts.get('sup_accuracy', 1), 1):.3f}")
+                if lr_at is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(epoch + b / len(plan))
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 _all_reduce_gradients(model, world)
                 optimizer.step()
                 counters["batch"] = b + 1
                 counters["step"] += 1
-                kind = "sup" if is_labelled else "unsup"
-                for key, value in [("loss", result.loss.item()), *result.terms.items()]:
+                for key, value in [("loss", result.loss.detach()), *result.terms.items()]:
                     sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
                     counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
-                if is_main:
-                    bar.set_postfix(loss=f"{result.loss.item():.4g}",
-                                    acc=f"{sums.get('sup_accuracy', 0) / max(counts.get('sup_accuracy', 1), 1):.3f}")
                 if args.max_minutes and counters["seconds"] + time.time() - t0 > 60 * args.max_minutes:
                     counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
                     stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
@@ -258,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
                 counters["epoch"] += 1
                 counters["batch"] = 0
             record = {"epoch": counters["epoch"] + counters["batch"] / len(plan), "step": counters["step"], "seconds": round(counters["seconds"], 1),
-                      **{k: sums[k] / counts[k] for k in sums}}
+                      **{k: float(sums[k]) / counts[k] for k in sums}, "lr": optimizer.param_groups[0]["lr"]}
             if world > 1:
                 record["rank_max_abs_diff"] = _rank_divergence(model)
             if is_main:
