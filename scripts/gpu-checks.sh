@@ -41,10 +41,10 @@ configs=(
   "b4|--style-kl-weight 4"
   "b16|--style-kl-weight 16"
   "b64|--style-kl-weight 64"
-  "b16-a30|--style-kl-weight 16 --classification-weight 30"
-  "b16-d30|--style-kl-weight 16 --latent-dim 30"
-  "b16-gauss|--style-kl-weight 16 --likelihood gaussian"
-  "b16-full|--style-kl-weight 16 --weight-grad full"
+  "g1|--style-kl-weight 1 --likelihood gaussian"
+  "g4|--style-kl-weight 4 --likelihood gaussian"
+  "g16|--style-kl-weight 16 --likelihood gaussian"
+  "b4-d30|--style-kl-weight 4 --latent-dim 30"
 )
 stamp "sweep: ${#configs[@]} runs side by side, $SWEEP_EPOCHS epochs of $SWEEP_LIMIT faces, at most $SWEEP_MINUTES min each"
 pids=()

@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on CUDA only)")
     return p.parse_args(argv)
 
 
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> dict:
     B, L = args.batch_size, 18
     torch.manual_seed(0)
     model = CCVAE(label_names=[f"label{i}" for i in range(L)], latent_dim=45, image_size=args.image_size).to(device)
-    channels_last = device.type == "cuda"
+    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if args.compile:
@@ -113,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
     results["data pipeline (uint8 -> float batch)"] = B / time_step(batch, device, warmup=2, steps=steps * 10)
 
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"batch {B}, K = {args.k}, {args.image_size}x{args.image_size}, amp={args.amp}, compile={args.compile}")
+          f"batch {B}, K = {args.k}, {args.image_size}x{args.image_size}, amp={args.amp}, compile={args.compile}, channels_last={channels_last}")
     for name, ips in results.items():
         print(f"  {name:40s} {ips:12,.0f} images/s")
     ratio = results["supervised (one encoder pass)"] / results["baseline: supervised, encoder twice"]

@@ -96,13 +96,13 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         zr = z.repeat_interleave(resamples, 0)  # (B * R, D)
         for a, i in enumerate(mi):
             imgs = editing.decode(model, editing.resample_latent(model, zr, i, present=True, generator=g))
-            div_var[a] += imgs.view(B, resamples, -1).var(1).mean(1).sum().item()
+            div_var[a] += imgs.reshape(B, resamples, -1).var(1).mean(1).sum().item()
             present[a] += read(imgs)[:, a].float().sum().item() / resamples
         if model.style_dim:
             for a in range(len(names)):
                 j = model.num_labels + a % model.style_dim
                 zs = editing.set_latent(zr, j, torch.randn(zr.shape[0], generator=g, device=model.device))
-                style_var[a] += editing.decode(model, zs).view(B, resamples, -1).var(1).mean(1).sum().item()
+                style_var[a] += editing.decode(model, zs).reshape(B, resamples, -1).var(1).mean(1).sum().item()
     per = lambda arr: dict(zip(names, map(float, arr / seen)))  # noqa: E731
     diversity = {nm: {"variance": float(div_var[a] / seen), "style_variance": float(style_var[a] / seen),
                       "ratio": float(div_var[a] / max(style_var[a], 1e-12)), "oracle_present": float(present[a] / seen)}
