@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -171,3 +172,19 @@ def test_publish_without_token_or_network_fails_clearly(tiny_run, tmp_path, monk
     assert "could not create or open someone/x" in err and "nothing was uploaded" in err
     assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "not a repo id"])) == 1
     assert publish.main(publish.parse_args([str(tmp_path / "empty"), "--repo-id", "a/b", "--dry-run", str(tmp_path / "o")])) == 1
+
+
+def test_feasible_interventions_exclude_combinations_the_data_never_shows():
+    from train.evaluate import feasible_interventions, pair_support
+
+    # labels: a, b exclusive (like two hair colours), c free; the last row has c unknown
+    y = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [0, 1, -1]])
+    support = pair_support(y)
+    assert not support[0, 1, 1, 1] and support[0, 1, 1, 0] and support[2, 1, 0, 1]
+    ok = feasible_interventions(y, support)
+    assert ok.shape == (5, 3, 2)
+    assert not ok[1, 0, 1]  # a = 1 on a face with b = 1: never seen
+    assert ok[1, 0, 0] and ok[2, 0, 1]  # a = 0 keeps it as it is; a = 1 when b = 0 is fine
+    assert ok[0, 2, 1] and ok[0, 2, 0]  # c is free
+    assert not ok[4, 2].any()  # c unknown in that row: nothing to score
+    assert ok[4, 0, 0] and not ok[4, 0, 1]

@@ -7,6 +7,9 @@ generates:
 
 - intervention_success: z_i set to the mean of p(z_i | y_i = v), v = 0 and 1, then decoded; the
   fraction of cases in which the oracle reads label i as v.
+- intervention_success_feasible: the same over the interventions whose resulting label
+  combination occurs in the test labels (every pair of label values seen at least once), so a
+  request the data cannot show (a second hair colour, Bald under a hat) is not counted.
 - intervention_leakage: in the same images, the fraction of the other labels whose oracle
   reading changed from the plain reconstruction's.
 - conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y.
@@ -57,10 +60,43 @@ def classification_and_reconstruction(model: CCVAE, images: np.ndarray, labels: 
     }
 
 
+def pair_support(labels: np.ndarray) -> np.ndarray:
+    """(L, 2, L, 2) bool: support[i, a, j, b] is True when some row of `labels` (N, L) in {0, 1}
+    (-1 = unknown, ignored) has y_i = a and y_j = b. Pairs that never occur mark label
+    combinations the data does not contain, such as two exclusive hair colours."""
+    y = np.asarray(labels)
+    onehot = np.stack([y == 0, y == 1], -1).astype(np.float64)  # (N, L, 2)
+    counts = np.einsum("nia,njb->iajb", onehot, onehot)
+    return counts > 0
+
+
+def feasible_interventions(labels: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """(N, L, 2) bool: whether setting label i to v in each row of `labels` gives a combination
+    whose every pair (i = v, j = y_j) occurs in `support` (see pair_support)."""
+    y = np.asarray(labels)
+    N, L = y.shape
+    out = np.zeros((N, L, 2), dtype=bool)
+    known = y >= 0
+    for i in range(L):
+        for v in (0, 1):
+            ok = np.ones(N, dtype=bool)
+            for j in range(L):
+                if j != i:
+                    ok &= ~known[:, j] | support[i, v, j, np.clip(y[:, j], 0, 1)]
+            out[:, i, v] = ok & known[:, i]
+    return out
+
+
 @torch.no_grad()
 def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, resamples: int = 8,
-                   batch_size: int = 250, seed: int = 0) -> dict:
-    """The oracle-judged metrics on the first n test images (labels the oracle knows only)."""
+                   batch_size: int = 250, seed: int = 0, labels: np.ndarray | None = None) -> dict:
+    """The oracle-judged metrics on the first n test images (labels the oracle knows only).
+
+    With the images' true `labels` (N, L), intervention success is also reported over the
+    feasible interventions only (intervention_success_feasible): those whose resulting label
+    combination occurs in `labels` pair by pair. Setting Bald on a face with a hat, or a second
+    hair colour on top of the first, asks for a face the data never shows; the plain metric
+    counts those requests too."""
     names = [nm for nm in model.label_names if nm in oracle.label_names]
     mi = [model.label_index(nm) for nm in names]
     oi = torch.tensor([oracle.label_names.index(nm) for nm in names], device=model.device)
@@ -71,12 +107,18 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         return oracle.predict(x.to(next(oracle.parameters()).device)).to(model.device)[:, oi]
 
     success = np.zeros(len(names))
+    feasible = None
+    if labels is not None:
+        y_all = np.asarray(labels)[:, mi]
+        feasible = feasible_interventions(y_all[:min(n, len(images))], pair_support(y_all))  # (n, A, 2)
+        f_hits, f_count = np.zeros(len(names)), np.zeros(len(names))
     leakage = np.zeros(len(names))
     cond_hits = np.zeros(len(names))
     div_var, style_var, present = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
     seen = 0
-    for start in range(0, min(n, len(images)), batch_size):
-        x = batches.to_float(batches.load(images[start:start + batch_size])).to(model.device)
+    total = min(n, len(images))
+    for start in range(0, total, batch_size):
+        x = batches.to_float(batches.load(images[start:min(start + batch_size, total)])).to(model.device)
         B = x.shape[0]
         seen += B
         z = editing.encode(model, x)
@@ -84,7 +126,12 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         for a, i in enumerate(mi):
             for v in (0, 1):
                 seen_v = read(editing.decode(model, editing.set_latent(z, i, loc[v, i])))
-                success[a] += (seen_v[:, a] == bool(v)).float().sum().item() / 2
+                hit = (seen_v[:, a] == bool(v)).cpu().numpy()
+                success[a] += hit.sum() / 2
+                if feasible is not None:
+                    ok = feasible[start:start + B, a, v]
+                    f_hits[a] += hit[ok].sum()
+                    f_count[a] += ok.sum()
                 others = [b for b in range(len(names)) if b != a]
                 if others:
                     leakage[a] += (seen_v[:, others] != base[:, others]).float().mean(1).sum().item() / 2
@@ -107,7 +154,14 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
     diversity = {nm: {"variance": float(div_var[a] / seen), "style_variance": float(style_var[a] / seen),
                       "ratio": float(div_var[a] / max(style_var[a], 1e-12)), "oracle_present": float(present[a] / seen)}
                  for a, nm in enumerate(names)}
+    extra = {}
+    if feasible is not None:
+        rate = f_hits / np.maximum(f_count, 1)
+        extra = {"intervention_success_feasible": dict(zip(names, map(float, rate))),
+                 "intervention_success_feasible_mean": float(rate.mean()),
+                 "intervention_feasible_fraction": dict(zip(names, map(float, f_count / (2 * seen))))}
     return {
+        **extra,
         "intervention_success": per(success), "intervention_success_mean": float((success / seen).mean()),
         "intervention_leakage": per(leakage), "intervention_leakage_mean": float((leakage / seen).mean()),
         "conditional_accuracy": float((cond_hits / seen).mean()), "conditional_accuracy_per_label": per(cond_hits),
@@ -130,14 +184,16 @@ def evaluate(model: CCVAE, dataset: str, *, root=None, labels_csv=None, image_si
         from .oracle import load_oracle
 
         oracle = load_oracle(oracle_path).to(model.device).eval()
-        metrics.update(oracle_metrics(model, oracle, test.images, n=n_oracle))
+        metrics.update(oracle_metrics(model, oracle, test.images, n=n_oracle, labels=test.labels))
     metrics["per_label"] = _per_label(metrics)
     return metrics
 
 
 def _per_label(m: dict) -> dict:
     rows = {nm: {"accuracy": acc} for nm, acc in m["per_label_accuracy"].items()}
-    for key, col in (("intervention_success", "interv. success"), ("intervention_leakage", "interv. leakage"),
+    for key, col in (("intervention_success", "interv. success"),
+                     ("intervention_success_feasible", "interv. success (feasible)"),
+                     ("intervention_leakage", "interv. leakage"),
                      ("conditional_accuracy_per_label", "conditional acc.")):
         for nm, v in m.get(key, {}).items():
             rows[nm][col] = v

@@ -8,7 +8,8 @@ from pathlib import Path
 def metrics_table(metrics: dict) -> str:
     """A Markdown table of the headline metrics and the per-label ones."""
     lines = ["| metric | value |", "|---|---|"]
-    for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_leakage_mean",
+    for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
+                "intervention_leakage_mean",
                 "conditional_accuracy", "diversity_ratio_mean", "diversity_present_mean"):
         if key in metrics:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
