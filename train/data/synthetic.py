@@ -191,6 +191,23 @@ _LID = np.linspace(math.pi, 2 * math.pi, 9)
 _RING = np.linspace(0, 2 * math.pi, 17)
 _MOUTH = np.linspace(-1.0, 1.0, 13)
 _COS, _SIN = np.cos(_T), np.sin(_T)
+
+
+def _cos_sin(t) -> list[tuple[float, float]]:
+    """(cos t, sin t) pairs as Python floats, computed once by numpy (the shapes depend on its exact values)."""
+    return list(zip(np.cos(t).tolist(), np.sin(t).tolist()))
+
+
+# Per-point constants of the outlines, as Python floats: the shapes are built point by point in
+# Python, which for a few dozen points costs less than numpy's per-call overhead.
+_CIRCLE = _cos_sin(_T)
+_JAW = (_SIN ** 2).tolist()                       # sin^2 of _T: how much the jaw narrows
+_UPPER_CS = _cos_sin(_UPPER)
+_LOWER_CSS = list(zip(np.cos(_LOWER).tolist(), np.sin(_LOWER).tolist(),
+                      (np.sin(_LOWER) ** 2).tolist(), (np.sin(_LOWER) ** 4).tolist()))
+_LID_CS = _cos_sin(_LID)
+_RING_CS = _cos_sin(_RING)
+_MOUTH_X = _MOUTH.tolist()
 _HAIR = [  # (hue range, saturation, value range) per hair class
     ((0.05, 0.09), (0.30, 0.55), (0.05, 0.14)),   # black
     ((0.05, 0.09), (0.60, 0.80), (0.22, 0.36)),   # brown (darker than any skin)
@@ -206,7 +223,8 @@ def _rgb(h, s, v) -> tuple[int, int, int]:
 
 
 def _mix(c1, c2, t) -> tuple[int, int, int]:
-    return tuple(int(a + (b - a) * t + 0.5) for a, b in zip(c1, c2))
+    (r1, g1, b1), (r2, g2, b2) = c1, c2
+    return int(r1 + (r2 - r1) * t + 0.5), int(g1 + (g2 - g1) * t + 0.5), int(b1 + (b2 - b1) * t + 0.5)
 
 
 def _skin(f) -> tuple[int, int, int]:
@@ -217,39 +235,63 @@ def _skin(f) -> tuple[int, int, int]:
 
 
 class _Canvas:
-    """PIL drawing in canonical coordinates under the face's similarity transform."""
+    """PIL drawing in canonical coordinates under the face's similarity transform.
+
+    Filled polygons, thin lines and the tinted lenses go straight to PIL's C primitives
+    (``Image.core.draw``), the calls ``ImageDraw.polygon`` / ``ImageDraw.line`` make for these
+    arguments, without their per-call Python layer. Outlines and lines wider than 4 pixels
+    (round joints) go through ``ImageDraw``, whose method for them has changed between versions.
+    """
 
     def __init__(self, f: dict, px: int):
         self.px = px
         s = px * 1.12 * (0.93 + 0.14 * f["scale"])
         a = math.radians(f["angle"])
-        self.m = np.array([[s * math.cos(a), -s * math.sin(a)], [s * math.sin(a), s * math.cos(a)]])
-        self.o = np.array([px * (0.5 + JITTER * f["pos_x"]), px * (0.47 + JITTER * f["pos_y"])])
+        self.m = (s * math.cos(a), -s * math.sin(a), s * math.sin(a), s * math.cos(a))   # row-major 2x2
+        self.o = (px * (0.5 + JITTER * f["pos_x"]), px * (0.47 + JITTER * f["pos_y"]))
         self.unit = s
         self.image = _background(f, px)
-        self.draw = ImageDraw.Draw(self.image)
+        self.draw = Image.core.draw(self.image.im, 0)
+        self._blend = None       # RGBA-blending draw, for the tinted lenses
+        self._image_draw = None  # ImageDraw, for outlines and wide lines
 
     def pts(self, xy) -> list[float]:
         """(N, 2) canonical points (array or list of pairs) -> flat pixel list [x0, y0, x1, y1, ...]."""
-        (a, b), (c, d) = self.m.tolist()
-        ox, oy = self.o.tolist()
+        a, b, c, d = self.m
+        ox, oy = self.o
         if isinstance(xy, np.ndarray):
-            x, y = xy[:, 0], xy[:, 1]
-            return np.stack([a * x + b * y + ox, c * x + d * y + oy], 1).ravel().tolist()
+            xy = xy.tolist()
         out = []
         for x, y in xy:
             out += (a * x + b * y + ox, c * x + d * y + oy)
         return out
 
+    def _pil(self) -> ImageDraw.ImageDraw:
+        if self._image_draw is None:
+            self._image_draw = ImageDraw.Draw(self.image)
+        return self._image_draw
+
     def poly(self, xy, fill, outline=None):
-        self.draw.polygon(self.pts(xy), fill=fill, outline=outline, width=SUPERSAMPLE if outline else 1)
+        if outline is None:
+            self.draw.draw_polygon(self.pts(xy), self.draw.draw_ink(fill), 1)
+        else:
+            self._pil().polygon(self.pts(xy), fill=fill, outline=outline, width=SUPERSAMPLE)
+
+    def tint(self, xy, fill):
+        """A polygon blended over the image with the alpha of ``fill`` (r, g, b, a)."""
+        if self._blend is None:
+            self._blend = Image.core.draw(self.image.im, 1)
+        self._blend.draw_polygon(self.pts(xy), self._blend.draw_ink(fill), 1)
 
     def ellipse(self, cx, cy, rx, ry, fill, outline=None):
-        self.poly(np.stack([cx + rx * _COS, cy + ry * _SIN], 1), fill, outline)
+        self.poly([(cx + rx * u, cy + ry * v) for u, v in _CIRCLE], fill, outline)
 
     def line(self, xy, fill, width):
-        self.draw.line(self.pts(xy), fill=fill,
-                       width=max(1, int(round(width * self.unit))), joint="curve")
+        width = max(1, int(round(width * self.unit)))
+        if width > 4:   # ImageDraw.line(joint="curve") adds round joints from this width on
+            self._pil().line(self.pts(xy), fill=fill, width=width, joint="curve")
+        else:
+            self.draw.draw_lines(self.pts(xy), self.draw.draw_ink(fill), width)
 
 
 def _background(f, px) -> Image.Image:
@@ -260,9 +302,11 @@ def _background(f, px) -> Image.Image:
     # output pixels after the box reduce, so nothing is lost.
     n = px // SUPERSAMPLE
     x, y = _ramp(n, f["bg_gradient_angle"])                    # (1, n), (n, 1) summing to [-1, 1]
-    half = (c2 - c1) * (0.5 * f["bg_gradient"])
-    img = (c1 + 0.5 * (c2 - c1) + x[..., None] * half) + y[..., None] * half   # (n, n, 3)
-    return Image.fromarray(img.astype(np.uint8), "RGB").resize((px, px), Image.NEAREST)
+    half = ((c2 - c1) * (0.5 * f["bg_gradient"]))[:, None]      # (3, 1)
+    # Laid out (rows, channel, columns), PIL's line-interleaved "RGB;L": numpy adds along
+    # contiguous rows of n instead of pixel by pixel.
+    img = ((c1 + 0.5 * (c2 - c1))[:, None] + x * half) + y[:, :, None] * half   # (n, 3, n)
+    return Image.frombytes("RGB", (n, n), img.astype(np.uint8).tobytes(), "raw", "RGB;L").resize((px, px), Image.NEAREST)
 
 
 _COORDS: dict = {}
@@ -320,16 +364,14 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     for sx in (-1, 1):
         c.ellipse(sx * (fw + 0.005), eye_y + 0.03, 0.04, 0.06, shade)
     jaw = 0.15 + 0.2 * f["jaw"]
-    xs = fw * _COS * np.where(_SIN > 0, 1 - jaw * _SIN ** 2, 1.0)
-    c.poly(np.stack([xs, fh * _SIN], 1), skin)
+    c.poly([(fw * u * (1 - jaw * s2 if v > 0 else 1.0), fh * v) for (u, v), s2 in zip(_CIRCLE, _JAW)], skin)
 
     # Hair: a cap over the skull down to the hairline, and the temples (always visible).
     if not f["Bald"]:
         vol = 0.01 + (0.03 * f["hair_length"] if male else 0.03)
-        t = _UPPER
-        arc = np.stack([(fw + vol) * np.cos(t), -0.05 + (fh - 0.05 + vol) * np.sin(t)], 1)
-        hairline = np.array([(fw * 0.9, -0.08), (fw * 0.6, -0.17), (0.0, -0.195), (-fw * 0.6, -0.17), (-fw * 0.9, -0.08)])
-        c.poly(np.concatenate([[(-fw - vol, 0.0)], arc, [(fw + vol, 0.0)], hairline]), hair, edge)
+        arc = [((fw + vol) * u, -0.05 + (fh - 0.05 + vol) * v) for u, v in _UPPER_CS]
+        hairline = [(fw * 0.9, -0.08), (fw * 0.6, -0.17), (0.0, -0.195), (-fw * 0.6, -0.17), (-fw * 0.9, -0.08)]
+        c.poly([(-fw - vol, 0.0), *arc, (fw + vol, 0.0), *hairline], hair, edge)
     for sx in (-1, 1):  # temples / sideburns
         c.poly([(sx * (fw + 0.012), -0.14), (sx * (fw * 0.8), -0.12), (sx * (fw * 0.86), 0.02),
                 (sx * (fw + 0.012), 0.03)], hair)
@@ -352,12 +394,10 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
         height = 0.12 + 0.08 * f["hat_height"]
         style = int(f["hat_style"])
         if style == 0:  # baseball cap: dome and a peak to one side
-            t = _UPPER
-            c.poly(np.stack([(fw + 0.02) * np.cos(t), rim + (height + 0.02) * np.sin(t)], 1), hat)
+            c.poly([((fw + 0.02) * u, rim + (height + 0.02) * v) for u, v in _UPPER_CS], hat)
             c.poly([(-fw - 0.02, rim - 0.015), (fw + 0.14, rim - 0.005), (fw + 0.14, rim + 0.025), (-fw - 0.02, rim + 0.02)], band)
         elif style == 1:  # beanie: dome, thick turned-up band, bobble
-            t = _UPPER
-            c.poly(np.stack([(fw + 0.03) * np.cos(t), rim + (height + 0.04) * np.sin(t)], 1), hat)
+            c.poly([((fw + 0.03) * u, rim + (height + 0.04) * v) for u, v in _UPPER_CS], hat)
             c.poly([(-fw - 0.035, rim - 0.05), (fw + 0.035, rim - 0.05), (fw + 0.035, rim + 0.015), (-fw - 0.035, rim + 0.015)], band)
             c.ellipse(0.0, rim - height - 0.05, 0.035, 0.035, band)
         else:  # fedora: tapered crown and a wide brim
@@ -370,11 +410,9 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     if not f["No_Beard"]:
         beard = _mix(hair, (0, 0, 0) if f["beard_shade"] < 0.5 else (255, 255, 255), 0.3 * abs(f["beard_shade"] - 0.5))
         below = 0.01 + 0.06 * f["beard_length"]
-        t = _LOWER
-        x_jaw = fw * np.cos(t) * (1 - jaw * np.sin(t) ** 2)
-        outer = np.stack([x_jaw * 1.02, fh * np.sin(t) + below * np.sin(t) ** 4], 1)
-        inner = np.array([(-fw * 0.9, 0.02), (-0.08, 0.11), (0.0, 0.12), (0.08, 0.11), (fw * 0.9, 0.02)])
-        c.poly(np.concatenate([inner[::-1][:1], outer, inner]), beard, _mix(beard, (0, 0, 0), 0.35))
+        outer = [(fw * u * (1 - jaw * v2) * 1.02, fh * v + below * v4) for u, v, v2, v4 in _LOWER_CSS]
+        inner = [(-fw * 0.9, 0.02), (-0.08, 0.11), (0.0, 0.12), (0.08, 0.11), (fw * 0.9, 0.02)]
+        c.poly([inner[-1], *outer, *inner], beard, _mix(beard, (0, 0, 0), 0.35))
 
     # Nose.
     c.poly([(0.0, 0.0), (0.025, 0.09), (-0.025, 0.09)], shade)
@@ -386,8 +424,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     for sx in (-1, 1):
         c.ellipse(sx * ex, eye_y, 0.05, ry, (250, 250, 250))
         c.ellipse(sx * ex, eye_y, 0.022, min(ry, 0.022), iris)
-        t = _LID
-        c.line(np.stack([sx * ex + 0.052 * np.cos(t), eye_y + ry * np.sin(t)], 1), (40, 25, 20), 0.012)
+        c.line([(sx * ex + 0.052 * u, eye_y + ry * v) for u, v in _LID_CS], (40, 25, 20), 0.012)
         # Brows: thicker for men.
         bt = (0.014 + 0.01 * f["brow_thickness"]) * (1.35 if male else 1.0)
         c.line([(sx * (ex - 0.045), brow_y + 0.008), (sx * ex, brow_y - 0.006), (sx * (ex + 0.05), brow_y + 0.006)],
@@ -396,16 +433,18 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
     # Mouth: corners at (+-w, mouth_y); curvature lifts the corners (Smiling), a gap opens it.
     w = 0.06 + 0.035 * f["mouth_width"] + (0.015 if f["Smiling"] else 0.0)
     curve = 0.08 * f["smile"]
-    x = w * _MOUTH
-    bow = 1 - (x / w) ** 2                      # 0 at the corners, 1 in the middle
-    upper = np.stack([x, mouth_y + curve * bow * 0.6], 1)
+    x = [w * m for m in _MOUTH_X]
+    bow = [1 - q * q for q in (xi / w for xi in x)]   # 0 at the corners, 1 in the middle
+    upper = [(xi, mouth_y + curve * b * 0.6) for xi, b in zip(x, bow)]
     lips = _mix(skin, (120, 20, 30), 0.7)
     if f["Mouth_Slightly_Open"]:
         gap = 0.018 + 0.03 * f["mouth_open"]
-        lower = np.stack([x, mouth_y + curve * bow * 0.6 + gap * bow ** 0.7 + max(curve, 0) * bow * 0.4], 1)
-        c.poly(np.concatenate([upper, lower[::-1]]), (70, 15, 20))
-        teeth = np.stack([x * 0.8, mouth_y + curve * bow * 0.6 + 0.012 * bow], 1)
-        c.poly(np.concatenate([upper * [0.8, 1], teeth[::-1]]), (245, 240, 235))
+        lift = max(curve, 0)
+        bow_07 = (np.array(bow) ** 0.7).tolist()   # numpy's power, as the faces were first drawn with
+        lower = [(xi, mouth_y + curve * b * 0.6 + gap * b7 + lift * b * 0.4) for xi, b, b7 in zip(x, bow, bow_07)]
+        c.poly(upper + lower[::-1], (70, 15, 20))
+        teeth = [(xi * 0.8, mouth_y + curve * b * 0.6 + 0.012 * b) for xi, b in zip(x, bow)]
+        c.poly([(xi * 0.8, y) for xi, y in upper] + teeth[::-1], (245, 240, 235))
         c.line(upper, lips, 0.013)
         c.line(lower, lips, 0.015)
     else:
@@ -420,10 +459,9 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
         frame = _rgb(f["glasses_hue"], 0.7 * (f["glasses_hue"] > 0.3), 0.08 + 0.42 * f["glasses_value"])
         thick = 0.018 + 0.014 * f["glasses_thickness"]
         tint = int(25 + 70 * f["glasses_tint"])
-        lens = ImageDraw.Draw(c.image, "RGBA")
         for sx in (-1, 1):
             ring = np.stack([sx * ex + gx * cs, eye_y + gy * sn], 1)
-            lens.polygon(c.pts(ring), fill=(*_rgb(f["glasses_hue"] + 0.5, 0.5, 0.35), tint))
+            c.tint(ring, (*_rgb(f["glasses_hue"] + 0.5, 0.5, 0.35), tint))
             c.line(np.concatenate([ring, ring[:1]]), frame, thick)
             c.line([(sx * (ex + gx), eye_y - gy * 0.5), (sx * (fw + 0.01), eye_y - 0.01)], frame, thick * 0.8)
         c.line([(-ex + gx, eye_y - 0.005), (0.0, eye_y - 0.015), (ex - gx, eye_y - 0.005)], frame, thick)
@@ -440,8 +478,7 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
             if style == 0:
                 c.ellipse(x0, y0 + r * 0.5, r, r, metal, dark)
             elif style == 1:
-                t = _RING
-                hoop = np.stack([x0 + r * 1.1 * np.cos(t), y0 + r * 1.3 + r * 1.3 * np.sin(t)], 1)
+                hoop = [(x0 + r * 1.1 * u, y0 + r * 1.3 + r * 1.3 * v) for u, v in _RING_CS]
                 c.line(hoop, dark, 0.026)
                 c.line(hoop, metal, 0.014)
             else:
@@ -450,12 +487,13 @@ def render_face(factors: dict, size: int = 64) -> np.ndarray:
 
     # Lighting: a smooth directional gradient over the whole picture, then the box downsample.
     # (Lighting is smooth, so it commutes with the downsample and is applied after it.)
-    a = np.asarray(c.image.reduce(SUPERSAMPLE), dtype=np.float32)
+    small = np.frombuffer(c.image.reduce(SUPERSAMPLE).tobytes(), np.uint8).reshape(size, size, 3)
     x, y = _ramp(size, f["light_angle"])
     k = np.float32(0.18 * f["light_strength"])
-    a *= (1.0 + k * x + k * y)[..., None]          # (S, S, 1) light in [1 - k, 1 + k]
-    np.minimum(a, 255.0, out=a)
-    return a.astype(np.uint8)
+    lit = small * (1.0 + k * x + k * y)[..., None]     # float32; (S, S, 1) light in [1 - k, 1 + k]
+    out = np.empty((size, size, 3), np.uint8)
+    np.minimum(lit, 255.0, out=out, casting="unsafe")   # clip, then truncate to uint8
+    return out
 
 
 def factor_vector(factors: dict) -> np.ndarray:
