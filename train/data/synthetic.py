@@ -284,7 +284,16 @@ class _Canvas:
         self._blend.draw_polygon(self.pts(xy), self._blend.draw_ink(fill), 1)
 
     def ellipse(self, cx, cy, rx, ry, fill, outline=None):
-        self.poly([(cx + rx * u, cy + ry * v) for u, v in _CIRCLE], fill, outline)
+        a, b, c, d = self.m
+        ox, oy = self.o
+        xy = []
+        for u, v in _CIRCLE:   # self.pts of the points (cx + rx u, cy + ry v), without the list of pairs
+            x, y = cx + rx * u, cy + ry * v
+            xy += (a * x + b * y + ox, c * x + d * y + oy)
+        if outline is None:
+            self.draw.draw_polygon(xy, self.draw.draw_ink(fill), 1)
+        else:
+            self._pil().polygon(xy, fill=fill, outline=outline, width=SUPERSAMPLE)
 
     def line(self, xy, fill, width):
         width = max(1, int(round(width * self.unit)))
@@ -306,7 +315,7 @@ def _background(f, px) -> Image.Image:
     # Laid out (rows, channel, columns), PIL's line-interleaved "RGB;L": numpy adds along
     # contiguous rows of n instead of pixel by pixel.
     img = ((c1 + 0.5 * (c2 - c1))[:, None] + x * half) + y[:, :, None] * half   # (n, 3, n)
-    return Image.frombytes("RGB", (n, n), img.astype(np.uint8).tobytes(), "raw", "RGB;L").resize((px, px), Image.NEAREST)
+    return Image.frombuffer("RGB", (n, n), img.astype(np.uint8), "raw", "RGB;L", 0, 1).resize((px, px), Image.NEAREST)
 
 
 _COORDS: dict = {}
@@ -315,8 +324,8 @@ _COORDS: dict = {}
 def _ramp(px: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """A linear ramp in [-1, 1] along ``angle`` as two separable parts, (1, px) + (px, 1)."""
     if px not in _COORDS:
-        _COORDS[px] = (np.arange(px, dtype=np.float32) + 0.5) / px * 2 - 1
-    c = _COORDS[px] * np.float32(1 / math.sqrt(2))
+        _COORDS[px] = ((np.arange(px, dtype=np.float32) + 0.5) / px * 2 - 1) * np.float32(1 / math.sqrt(2))
+    c = _COORDS[px]
     return (c * np.float32(math.cos(angle)))[None, :], (c * np.float32(math.sin(angle)))[:, None]
 
 
