@@ -188,3 +188,13 @@ def test_feasible_interventions_exclude_combinations_the_data_never_shows():
     assert ok[0, 2, 1] and ok[0, 2, 0]  # c is free
     assert not ok[4, 2].any()  # c unknown in that row: nothing to score
     assert ok[4, 0, 0] and not ok[4, 0, 1]
+
+
+def test_active_units_skip_collapsed_latents():
+    from train.evaluate import active_units
+
+    z = torch.zeros(50, 4)
+    z[:, 1] = torch.linspace(-2, 2, 50)
+    z[:, 3] = torch.linspace(1, -1, 50)
+    assert active_units(z).tolist() == [1, 3]
+    assert active_units(torch.zeros(50, 3)).tolist() == [0, 1, 2]  # none active: all

@@ -14,7 +14,8 @@ generates:
   reading changed from the plain reconstruction's.
 - conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y.
 - diversity: per label, the pixel variance between resamples of z_i ~ p(z_i | y_i = 1) against
-  the variance from resampling one style latent (the paper's Figure 3), and the fraction of those
+  the variance from resampling one active style latent (the paper's Figure 3; active: its
+  posterior mean varies across images, so collapsed latents are not the yardstick), and the fraction of those
   resamples in which the oracle still sees the label.
 """
 from __future__ import annotations
@@ -58,6 +59,14 @@ def classification_and_reconstruction(model: CCVAE, images: np.ndarray, labels: 
         "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
         "num_test_images": int(len(images)),
     }
+
+
+def active_units(z_mean: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
+    """Indices of the latents whose posterior mean varies across images, Var_x(E_q[z_j|x]) >
+    threshold (Burda et al., 2016); all of them when none does. z_mean: (B, D)."""
+    var = z_mean.var(0) if z_mean.shape[0] > 1 else torch.zeros(z_mean.shape[1], device=z_mean.device)
+    idx = torch.nonzero(var > threshold).flatten()
+    return idx if idx.numel() else torch.arange(z_mean.shape[1], device=z_mean.device)
 
 
 def pair_support(labels: np.ndarray) -> np.ndarray:
@@ -146,8 +155,11 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
             div_var[a] += imgs.reshape(B, resamples, -1).var(1).mean(1).sum().item()
             present[a] += read(imgs)[:, a].float().sum().item() / resamples
         if model.style_dim:
+            # compare with the style latents the model uses: a collapsed one (posterior = prior for
+            # every image) changes nothing when resampled and would make any ratio look huge
+            active = model.num_labels + active_units(z[:, model.num_labels:])
             for a in range(len(names)):
-                j = model.num_labels + a % model.style_dim
+                j = int(active[a % len(active)])
                 zs = editing.set_latent(zr, j, torch.randn(zr.shape[0], generator=g, device=model.device))
                 style_var[a] += editing.decode(model, zs).reshape(B, resamples, -1).var(1).mean(1).sum().item()
     per = lambda arr: dict(zip(names, map(float, arr / seen)))  # noqa: E731
