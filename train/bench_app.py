@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -90,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one image")
+    parser.add_argument("--idle-seconds", type=float, default=3.0,
+                        help="how long to measure the CPU used by the open pages before they move")
     return parser.parse_args(argv)
 
 
@@ -143,6 +146,63 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (user + nice + system + irq + softirq + steal) / ticks
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def process_kind(pid: int, app_pid: int) -> str:
+    """'app.py', a Chromium process type ('renderer', 'gpu-process', 'browser', ...), or 'driver'."""
+    if pid == app_pid:
+        return "app.py"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return "gone"
+    if b"chrom" not in command.split(b" ", 1)[0]:
+        return "driver"  # this script and Playwright's node process
+    kind = re.search(rb"--type=([a-z-]+)", command)  # Chromium rewrites its argv: search the text
+    return kind.group(1).decode() if kind else "browser"
+
+
+def cpu_by_kind(app_pid: int) -> dict[tuple[int, str], float]:
+    """CPU seconds so far of every process this script started, keyed by (pid, kind)."""
+    usage = {}
+    for pid in process_tree(os.getpid()):
+        try:
+            usage[(pid, process_kind(pid, app_pid))] = cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            pass  # exited meanwhile
+    return usage
+
+
+def cpu_used(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float]) -> dict[str, float]:
+    """CPU seconds used between two :func:`cpu_by_kind` snapshots, summed by kind."""
+    used: dict[str, float] = {}
+    for (pid, kind), seconds in after.items():
+        used[kind] = used.get(kind, 0.0) + seconds - before.get((pid, kind), 0.0)
+    return used
+
+
+def describe_cpu(used: dict[str, float], seconds: float) -> str:
+    """'app.py 0.41, renderer 1.02, ...' in cores (CPU seconds per second), largest first."""
+    cores = sorted(((v / seconds, k) for k, v in used.items() if v > 0), reverse=True)
+    return ", ".join(f"{kind} {value:.2f}" for value, kind in cores)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * q
@@ -185,8 +245,8 @@ def summarise(name: str, moves: list[list[float | None]]) -> dict[str, float]:
     return results
 
 
-async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> tuple[dict[str, float], tuple]:
-    """({name: ms}, (seconds, app's CPU seconds, everyone else's) while the sessions moved)."""
+async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> tuple[dict[str, float], list[str]]:
+    """({name: ms}, lines on where the CPU went: with the pages idle, and while they moved)."""
     from playwright.async_api import async_playwright
 
     results = {}
@@ -202,15 +262,34 @@ async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> t
         # Chromium's 6-connections-per-host pool, which Gradio's open event streams would fill.
         urls = [url.replace("127.0.0.1", f"127.0.0.{k + 2}") for k in range(args.sessions)]
         users = [await open_user(browser, u, label) for u in urls]
-        start = time.monotonic(), cpu_seconds(app_pid), cpu_seconds()
+        # What the open pages cost with nobody moving: Gradio 6.31's page keeps a
+        # requestAnimationFrame loop running after it has loaded, so every open page costs CPU.
+        await asyncio.sleep(1)
+        idle_start, idle_usage, idle_machine = time.monotonic(), cpu_by_kind(app_pid), cpu_seconds()
+        await asyncio.sleep(args.idle_seconds)
+        idle_wall, idle_used = time.monotonic() - idle_start, cpu_used(idle_usage, cpu_by_kind(app_pid))
+        idle_machine = cpu_seconds() - idle_machine
+
+        start, usage, machine = time.monotonic(), cpu_by_kind(app_pid), cpu_seconds()
         per_user = await asyncio.gather(
             *(move(p, label, args.moves, args.timeout, user=k + 1) for k, (_, p) in enumerate(users))
         )
-        wall, app_cpu, all_cpu = (end - begin for end, begin in
-                                  zip((time.monotonic(), cpu_seconds(app_pid), cpu_seconds()), start))
+        wall, used = time.monotonic() - start, cpu_used(usage, cpu_by_kind(app_pid))
+        machine = cpu_seconds() - machine
         results.update(summarise(f"{args.sessions} users", [m for moves in per_user for m in moves]))
         await browser.close()
-    return results, (wall, app_cpu, all_cpu - app_cpu)
+    cores = os.cpu_count()
+    moves = args.sessions * args.moves
+    lines = [
+        f"{args.sessions} pages open, idle, {idle_wall:.1f} s: {idle_machine / idle_wall:.2f} of {cores} cores busy "
+        f"(in cores: {describe_cpu(idle_used, idle_wall)}; other processes "
+        f"{(idle_machine - sum(idle_used.values())) / idle_wall:.2f})",
+        f"{args.sessions} pages moving, {wall:.1f} s: {machine / wall:.2f} of {cores} cores busy "
+        f"(in cores: {describe_cpu(used, wall)}; other processes {(machine - sum(used.values())) / wall:.2f}); "
+        f"per move, CPU ms: app.py {1000 * used.get('app.py', 0) / moves:.1f}, "
+        f"browser {1000 * sum(v for k, v in used.items() if k not in ('app.py', 'driver')) / moves:.1f}",
+    ]
+    return results, lines
 
 
 def main(args: argparse.Namespace) -> None:
@@ -229,7 +308,7 @@ def main(args: argparse.Namespace) -> None:
         process = start_app(checkpoint, port)
         try:
             url = f"http://127.0.0.1:{port}/"
-            results, (wall, app_cpu, other_cpu) = asyncio.run(run(url, args, label, process.pid))
+            results, cpu_lines = asyncio.run(run(url, args, label, process.pid))
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -238,8 +317,8 @@ def main(args: argparse.Namespace) -> None:
           "('answered': input -> the server's response had arrived; the rest is the page's own work)")
     for name, value in results.items():
         print(f"  {name:>25}: {value:7.1f} ms")
-    print(f"  during the {args.sessions} sessions' moves ({wall:.1f} s, {os.cpu_count()} CPUs): app.py used "
-          f"{app_cpu:.1f} CPU s, the browser and everything else {other_cpu:.1f} CPU s")
+    for line in cpu_lines:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":
