@@ -12,20 +12,34 @@ Browser and server share the machine, as they would for a person trying it local
 One headless Chromium holds every session, and each page runs its whole sequence of
 moves in one call, each move starting when the previous image is shown (a user dragging
 the slider), so the measuring side adds no work per move beyond the page's own.
+
+Real users' browsers run on their own machines; here every page's own work shares the
+server's cores (a Gradio 6.31 page costs tens of CPU ms per update, and an open page keeps
+a requestAnimationFrame loop running). ``--pages K`` keeps the server's load at
+``--sessions`` sessions while only K of them are Chromium pages: the others are sessions
+without a page that send the page's own slider request (same endpoint, body and session
+handling) one after another, with no page work in between, i.e. more requests per second
+than a person at a page makes. Latencies are reported for the pages (in-page, as above) and,
+apart, for the page-less sessions (request sent -> response read).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import json
 import os
 import re
+import secrets
 import socket
+import threading
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -88,12 +102,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label", default=None, help="slider to move (default: the first label)")
     parser.add_argument("--moves", type=int, default=50, help="moves per user")
     parser.add_argument("--sessions", type=int, default=16, help="concurrent users in the second run")
+    parser.add_argument("--pages", type=int, default=None,
+                        help="how many of the sessions are Chromium pages (default: all); the others send "
+                             "the page's slider request without a page, back to back")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one image")
     parser.add_argument("--idle-seconds", type=float, default=3.0,
                         help="how long to measure the CPU used by the open pages before they move")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pages is not None and not 1 <= args.pages <= args.sessions:
+        parser.error(f"--pages must be between 1 and --sessions ({args.sessions}), got {args.pages}")
+    return args
 
 
 def make_tiny_checkpoint(directory: Path) -> Path:
@@ -226,12 +246,54 @@ async def move(page, label: str, moves: int, timeout_s: float, user: int = 0) ->
     low = float(await page.get_attribute(selector, "min"))
     high = float(await page.get_attribute(selector, "max"))
     step = float(await page.get_attribute(selector, "step"))
-    # Golden-ratio steps over the range: every move lands on a new value, so every image is new.
+    positions = slider_positions(low, high, step, moves, user)
+    return await page.evaluate(MOVES_JS, [selector, [repr(v) for v in positions], timeout_s * 1000])
+
+
+def slider_positions(low: float, high: float, step: float, moves: int, user: int) -> list[float]:
+    """Golden-ratio steps over the range: every move lands on a new value, so every image is
+    new; users start at different points of the sequence, so sessions show different faces."""
     count = round((high - low) / step)
-    # Users start at different points of the sequence, so sessions do not show the same faces.
     start = 1 + user * moves
-    positions = [low + step * round(count * (k * 0.618034 % 1.0)) for k in range(start, start + moves)]
-    return await page.evaluate(MOVES_JS, [selector, [repr(round(v, 6)) for v in positions], timeout_s * 1000])
+    return [round(low + step * round(count * (k * 0.618034 % 1.0)), 6) for k in range(start, start + moves)]
+
+
+def slide_endpoint(url: str, label: str) -> dict:
+    """What the page POSTs for a move of ``label``'s slider, read from the app's /config."""
+    with urllib.request.urlopen(url + "config", timeout=30) as response:
+        config = json.load(response)
+    for dependency in config["dependencies"]:
+        if dependency.get("api_name") == f"slide_{label}":
+            (trigger_id, _event), = dependency["targets"]
+            slider = next(c for c in config["components"] if c["id"] == trigger_id)["props"]
+            return {"path": f"{config.get('api_prefix', '')}/run/predict", "fn_index": dependency["id"],
+                    "trigger_id": trigger_id, "range": (slider["minimum"], slider["maximum"], slider["step"])}
+    raise ValueError(f"the app has no slide_{label} event; is --label a label of the model?")
+
+
+def pageless_session(url: str, endpoint: dict, user: int, stop: threading.Event,
+                     timeout_s: float) -> list[float]:
+    """One Gradio session without a page: the page's slider POST, one after another, until
+    ``stop``; returns ms from each request sent to its response read."""
+    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+    connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    session_hash = secrets.token_hex(6)
+    times = []
+    values = slider_positions(*endpoint["range"], moves=10_000, user=user)
+    for value in values:
+        if stop.is_set():
+            break
+        body = json.dumps({"data": [value, None], "fn_index": endpoint["fn_index"],
+                           "trigger_id": endpoint["trigger_id"], "session_hash": session_hash})
+        start = time.perf_counter()
+        connection.request("POST", endpoint["path"], body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = response.read()
+        times.append(1000 * (time.perf_counter() - start))
+        if response.status != 200 or b"data:image/png;base64," not in answer:
+            raise RuntimeError(f"slider request answered {response.status}: {answer[:200]!r}")
+    connection.close()
+    return times
 
 
 def summarise(name: str, moves: list[list[float | None]]) -> dict[str, float]:
@@ -260,8 +322,10 @@ async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> t
         # Open every page first (one by one), so the timings are of moves, not page loads.
         # Each user on its own loopback address (127.0.0.k): real users' browsers do not share
         # Chromium's 6-connections-per-host pool, which Gradio's open event streams would fill.
-        urls = [url.replace("127.0.0.1", f"127.0.0.{k + 2}") for k in range(args.sessions)]
+        pages = args.sessions if args.pages is None else args.pages
+        urls = [url.replace("127.0.0.1", f"127.0.0.{k + 2}") for k in range(pages)]
         users = [await open_user(browser, u, label) for u in urls]
+        endpoint = slide_endpoint(url, label)
         # What the open pages cost with nobody moving: Gradio 6.31's page keeps a
         # requestAnimationFrame loop running after it has loaded, so every open page costs CPU.
         await asyncio.sleep(1)
@@ -271,23 +335,37 @@ async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> t
         idle_machine = cpu_seconds() - idle_machine
 
         start, usage, machine = time.monotonic(), cpu_by_kind(app_pid), cpu_seconds()
-        per_user = await asyncio.gather(
-            *(move(p, label, args.moves, args.timeout, user=k + 1) for k, (_, p) in enumerate(users))
-        )
+        stop = threading.Event()
+        pageless = [asyncio.to_thread(pageless_session, url, endpoint, pages + k + 1, stop, args.timeout)
+                    for k in range(args.sessions - pages)]
+        pageless_tasks = [asyncio.ensure_future(task) for task in pageless]
+        try:
+            per_user = await asyncio.gather(
+                *(move(p, label, args.moves, args.timeout, user=k + 1) for k, (_, p) in enumerate(users))
+            )
+        finally:
+            stop.set()
+            per_session = await asyncio.gather(*pageless_tasks)
         wall, used = time.monotonic() - start, cpu_used(usage, cpu_by_kind(app_pid))
         machine = cpu_seconds() - machine
-        results.update(summarise(f"{args.sessions} users", [m for moves in per_user for m in moves]))
+        name = f"{args.sessions} users" + (f", {pages} pages" if pages < args.sessions else "")
+        results.update(summarise(name, [m for moves in per_user for m in moves]))
+        if per_session:
+            answered = [ms for times in per_session for ms in times]
+            results[f"{args.sessions - pages} page-less p50"] = statistics.median(answered)
+            results[f"{args.sessions - pages} page-less p95"] = percentile(answered, 0.95)
         await browser.close()
     cores = os.cpu_count()
-    moves = args.sessions * args.moves
+    moves = pages * args.moves + sum(len(times) for times in per_session)
     lines = [
-        f"{args.sessions} pages open, idle, {idle_wall:.1f} s: {idle_machine / idle_wall:.2f} of {cores} cores busy "
+        f"{pages} pages open, idle, {idle_wall:.1f} s: {idle_machine / idle_wall:.2f} of {cores} cores busy "
         f"(in cores: {describe_cpu(idle_used, idle_wall)}; other processes "
         f"{(idle_machine - sum(idle_used.values())) / idle_wall:.2f})",
-        f"{args.sessions} pages moving, {wall:.1f} s: {machine / wall:.2f} of {cores} cores busy "
+        f"{args.sessions} sessions moving ({moves} moves, {pages} in pages), {wall:.1f} s: "
+        f"{machine / wall:.2f} of {cores} cores busy "
         f"(in cores: {describe_cpu(used, wall)}; other processes {(machine - sum(used.values())) / wall:.2f}); "
-        f"per move, CPU ms: app.py {1000 * used.get('app.py', 0) / moves:.1f}, "
-        f"browser {1000 * sum(v for k, v in used.items() if k not in ('app.py', 'driver')) / moves:.1f}",
+        f"per move, CPU ms: app.py {1000 * used.get('app.py', 0) / moves:.1f}; per page move, browser "
+        f"{1000 * sum(v for k, v in used.items() if k not in ('app.py', 'driver')) / (pages * args.moves):.1f}",
     ]
     return results, lines
 
