@@ -20,9 +20,8 @@ import math
 import os
 import re
 import secrets
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import gradio as gr
 import torch
@@ -77,9 +76,13 @@ a { display: block; text-align: right; font-size: var(--text-sm); }
 """
 
 
-@dataclass(frozen=True)
-class Session:
-    """One browser's edit. Latents are (1, D) tensors on the model's device."""
+class Session(NamedTuple):
+    """One browser's edit. Latents are (1, D) tensors on the model's device.
+
+    A NamedTuple rather than a dataclass: each time a handler returns a new session, Gradio
+    6.31 re-serialises the gr.State's initial value, and for a dataclass that is
+    ``dataclasses.asdict``, a deep copy of every tensor in it, on every slider move.
+    """
 
     z_source: torch.Tensor  # encoding of the face being edited; Reset returns here
     z: torch.Tensor  # the edited latent the page shows
@@ -244,7 +247,7 @@ class Editor:
         """Slider i moved to ``value``: decode one face, update q(y_i | z_i) (no other changes)."""
         z = editing.set_latent(session.z, i, float(value))
         p = float(editing.label_probs(self.model, z)[0, i])
-        return self.face(z), self.prob_html(p), replace(session, z=z)
+        return self.face(z), self.prob_html(p), session._replace(z=z)
 
     @torch.no_grad()
     def resample(
@@ -262,7 +265,7 @@ class Editor:
         p = float(editing.label_probs(self.model, z)[0, i])
         side = "present" if present else "absent"
         status = f"{self.labels[i]}: new sample with it {side} (seed {seed})."
-        return self.face(z), self.slider_value(z, i), self.prob_html(p), replace(session, z=z), status
+        return self.face(z), self.slider_value(z, i), self.prob_html(p), session._replace(z=z), status
 
     # ---- the whole face ------------------------------------------------------------------
 
@@ -270,11 +273,11 @@ class Editor:
     def resample_style(self, session: Session, *, seed: int | None = None) -> tuple:
         seed = pick_seed(seed)
         z = editing.resample_style(self.model, session.z, generator=self._generator(seed))
-        return self.view(replace(session, z=z), f"New style, characteristics kept (seed {seed}).")
+        return self.view(session._replace(z=z), f"New style, characteristics kept (seed {seed}).")
 
     @torch.no_grad()
     def reset(self, session: Session) -> tuple:
-        return self.view(replace(session, z=session.z_source), "Back to the encoding of the input.")
+        return self.view(session._replace(z=session.z_source), "Back to the encoding of the input.")
 
     @torch.no_grad()
     def traversal(self, label: str, session: Session) -> str:
@@ -312,12 +315,12 @@ class Editor:
         generator = self._generator(seed)
         y = editing.sample_labels(self.model, 1, generator=generator)
         z = editing.generate(self.model, y, generator=generator)
-        return self.face(z), replace(session, z_donor=z), f"Random second face (seed {seed})."
+        return self.face(z), session._replace(z_donor=z), f"Random second face (seed {seed})."
 
     @torch.no_grad()
     def donor_upload(self, path: str | None, session: Session) -> tuple[str, Session, str]:
         image, z = self.read_upload(path)
-        return png_data_url(image), replace(session, z_donor=z), "Second face uploaded."
+        return png_data_url(image), session._replace(z_donor=z), "Second face uploaded."
 
     @torch.no_grad()
     def swap(self, label: str, session: Session) -> tuple:
@@ -325,7 +328,7 @@ class Editor:
         if session.z_donor is None:
             raise gr.Error("Choose a second face first (Random second face or upload one).")
         z = editing.swap(session.z, session.z_donor, i)
-        return self.view(replace(session, z=z), f"{label} swapped in from the second face.")
+        return self.view(session._replace(z=z), f"{label} swapped in from the second face.")
 
 
 def picture(value: str | None, label: str, *, height: str, filename: str | None = None, **kwargs) -> gr.HTML:

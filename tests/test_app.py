@@ -395,6 +395,19 @@ def test_build_demo_launches_nothing_and_wires_one_slider_per_label():
 
 
 
+def test_storing_a_session_copies_no_tensor(monkeypatch):
+    """Gradio 6.31 serialises the gr.State's config (its initial session) each time a handler
+    returns a session; that must not deep-copy the latents on every slider move."""
+    demo = app.build_demo(visible_model())
+    state = [c for c in demo.blocks.values() if isinstance(c, gr.State)][0]
+    assert isinstance(state.value, app.Session)
+    copies = []
+    deepcopy = torch.Tensor.__deepcopy__
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", lambda self, memo: copies.append(1) or deepcopy(self, memo))
+    state.get_config()  # what Gradio calls each time it stores a session for a browser
+    assert copies == []
+
+
 def test_no_result_goes_through_gradios_file_cache():
     """Every image the page updates is a data URL inside the response. (Gradio 6.31 writes an
     image output to <cache>/<hash of its bytes>/image.png, in place: two sessions showing the
