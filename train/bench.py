@@ -65,8 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on CUDA only)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last memory format (default on, as in training)")
     return p.parse_args(argv)
 
 
@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> dict:
     B, L = args.batch_size, 18
     torch.manual_seed(0)
     model = CCVAE(label_names=[f"label{i}" for i in range(L)], latent_dim=45, image_size=args.image_size).to(device)
-    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    channels_last = args.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if args.compile:

@@ -66,7 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="run folder: model/, state/, log.jsonl, figures/")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    r.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    r.add_argument("--amp", action="store_true",
+                   help="bf16 autocast (CUDA, or a CPU with AMX such as this project's machine)")
+    r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last memory format for images and convolutions (default on; the same maths; "
+                        "with --amp on a CPU with AMX it is what makes bf16 1.4-1.7x faster than fp32)")
     r.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
@@ -162,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
     if len(labelled):
         model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
     model.to(device)
-    channels_last = device.type == "cuda"
+    channels_last = args.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
