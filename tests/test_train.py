@@ -144,6 +144,8 @@ def test_evaluate_writes_the_documented_keys(tiny_run, tmp_path):
     assert 0 <= m["mean_accuracy"] <= 1 and m["psnr"] > 0
     assert set(m["intervention_success"]) == set(m["per_label_accuracy"])
     assert all({"variance", "style_variance", "ratio", "oracle_present"} <= set(d) for d in m["diversity"].values())
+    # one yardstick for every label: resampling a style latent, averaged over the active ones
+    assert len({d["style_variance"] for d in m["diversity"].values()}) == 1
 
 
 def test_publish_dry_run_writes_a_loadable_folder(tiny_run, tmp_path, capsys):

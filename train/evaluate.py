@@ -14,9 +14,9 @@ generates:
   reading changed from the plain reconstruction's.
 - conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y.
 - diversity: per label, the pixel variance between resamples of z_i ~ p(z_i | y_i = 1) against
-  the variance from resampling one active style latent (the paper's Figure 3; active: its
-  posterior mean varies across images, so collapsed latents are not the yardstick), and the fraction of those
-  resamples in which the oracle still sees the label.
+  the variance from resampling one style latent, averaged over the active ones (the paper's
+  Figure 3; active: its posterior mean varies across images, so collapsed latents are not the
+  yardstick), and the fraction of those resamples in which the oracle still sees the label.
 """
 from __future__ import annotations
 
@@ -155,13 +155,15 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
             div_var[a] += imgs.reshape(B, resamples, -1).var(1).mean(1).sum().item()
             present[a] += read(imgs)[:, a].float().sum().item() / resamples
         if model.style_dim:
-            # compare with the style latents the model uses: a collapsed one (posterior = prior for
-            # every image) changes nothing when resampled and would make any ratio look huge
+            # the yardstick: resampling one style latent, averaged over the latents the model uses
+            # (a collapsed one, posterior = prior for every image, changes nothing when resampled
+            # and would make any ratio look huge); the same denominator for every label
             active = model.num_labels + active_units(z[:, model.num_labels:])
-            for a in range(len(names)):
-                j = int(active[a % len(active)])
+            v = 0.0
+            for j in active.tolist():
                 zs = editing.set_latent(zr, j, torch.randn(zr.shape[0], generator=g, device=model.device))
-                style_var[a] += editing.decode(model, zs).reshape(B, resamples, -1).var(1).mean(1).sum().item()
+                v += editing.decode(model, zs).reshape(B, resamples, -1).var(1).mean(1).sum().item()
+            style_var += v / len(active)
     per = lambda arr: dict(zip(names, map(float, arr / seen)))  # noqa: E731
     diversity = {nm: {"variance": float(div_var[a] / seen), "style_variance": float(style_var[a] / seen),
                       "ratio": float(div_var[a] / max(style_var[a], 1e-12)), "oracle_present": float(present[a] / seen)}
