@@ -1,8 +1,10 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here; labels whose intervention success is below the issue's 0.90 bar are
-listed in the README and asserted at their measured level, so a regression still fails.
+smaller sample here (300 faces, the oracle judging 100; measured there: PSNR 26.13, intervention
+success 0.857, feasible 0.907, conditional accuracy 0.918). Labels below the issue's 0.90
+intervention bar are listed in the README; the means are asserted at their measured level less
+that margin, so a regression still fails.
 """
 from pathlib import Path
 
@@ -39,19 +41,23 @@ def metrics(model, tmp_path_factory):
 def test_accuracy_and_reconstruction(metrics):
     assert metrics["mean_accuracy"] >= 0.98
     assert min(metrics["per_label_accuracy"].values()) >= 0.95
-    assert metrics["psnr"] >= 24.0
+    assert metrics["psnr"] >= 25.5
 
 
 def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
     assert metrics["intervention_leakage_mean"] <= 0.05
     success = metrics["intervention_success"]
-    for label in ("Bangs", "Eyeglasses", "Male", "Mouth_Slightly_Open", "Narrow_Eyes", "Smiling"):
+    strong = ("Bangs", "Eyeglasses", "Male", "Mouth_Slightly_Open", "Narrow_Eyes", "No_Beard", "Pale_Skin",
+              "Smiling", "Wearing_Necktie")
+    for label in strong:
         assert success[label] >= 0.85, (label, success[label])
-    assert metrics["intervention_success_mean"] >= 0.72
-    assert metrics["conditional_accuracy"] >= 0.85
+    assert metrics["intervention_success_mean"] >= 0.80
+    assert metrics["intervention_success_feasible_mean"] >= 0.84
+    assert metrics["conditional_accuracy"] >= 0.88
 
 
 def test_resampling_a_characteristic_varies_the_image(metrics):
     for label, d in metrics["diversity"].items():
         assert d["variance"] > 0, label
-    assert metrics["diversity"]["Eyeglasses"]["oracle_present"] >= 0.75
+    for label in ("Bangs", "Eyeglasses", "Male", "No_Beard", "Smiling"):
+        assert metrics["diversity"][label]["oracle_present"] >= 0.8, label
