@@ -5,6 +5,10 @@ Prints images per second, at the paper's CelebA setting (batch 200, K = 100, 64x
 marginal over labels), a straightforward supervised step that encodes each batch twice as the
 official code does (measured in the same run, so the ratio is side by side), and the data
 pipeline (uint8 cache -> float batch on the device).
+
+The three steps are timed in turn, --rounds times over (steps calls each per round), and each
+figure is the median over rounds; the speed-up is the median of the per-round ratios, so the
+two steps it compares always ran next to each other, whatever the machine was doing meanwhile.
 """
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CPU, 50 on CUDA)")
+    p.add_argument("--rounds", type=int, help="rounds of measuring every step in turn; medians are reported "
+                   "(default 3 on CPU, 1 on CUDA)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--image-size", type=int, default=64)
@@ -72,7 +78,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     device = default_device(args.device)
-    steps = args.steps or (50 if device.type == "cuda" else 5)
+    steps = args.steps if args.steps is not None else (50 if device.type == "cuda" else 5)
+    rounds = args.rounds if args.rounds is not None else (1 if device.type == "cuda" else 3)
+    if steps < 1 or rounds < 1:
+        raise SystemExit(f"--steps and --rounds must be at least 1, got {steps} and {rounds}")
     warmup = 10 if args.compile else 2
     B, L = args.batch_size, 18
     torch.manual_seed(0)
@@ -110,16 +119,28 @@ def main(args: argparse.Namespace) -> dict:
         "unlabelled (exact marginal)": lambda x: objective.unsupervised(model, x, generator=g).loss,
         "baseline: supervised, encoder twice": lambda x: supervised_encode_twice(model, x, y, args.k),
     }
-    for name, fn in cases.items():
-        results[name] = B / time_step(train_step(fn), device, warmup=warmup, steps=steps)
+    steps_of = {name: train_step(fn) for name, fn in cases.items()}
+    for step in steps_of.values():  # warm every step up before any is timed
+        for _ in range(warmup):
+            step()
+    per_round = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, step in steps_of.items():
+            per_round[name].append(B / time_step(step, device, warmup=0, steps=steps))
+    for name, values in per_round.items():
+        results[name] = float(np.median(values))
     results["data pipeline (uint8 -> float batch)"] = B / time_step(batch, device, warmup=2, steps=steps * 10)
 
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"batch {B}, K = {args.k}, {args.image_size}x{args.image_size}, amp={args.amp}, compile={args.compile}, channels_last={channels_last}")
+          f"batch {B}, K = {args.k}, {args.image_size}x{args.image_size}, amp={args.amp}, compile={args.compile}, "
+          f"channels_last={channels_last}; median of {rounds} round(s) of {steps} steps")
     for name, ips in results.items():
-        print(f"  {name:40s} {ips:12,.0f} images/s")
-    ratio = results["supervised (one encoder pass)"] / results["baseline: supervised, encoder twice"]
-    print(f"  speed-up of the supervised step over the baseline: {ratio:.2f}x")
+        spread = f"  (rounds: {', '.join(f'{v:,.0f}' for v in per_round[name])})" if name in per_round and rounds > 1 else ""
+        print(f"  {name:40s} {ips:12,.0f} images/s{spread}")
+    ratios = [s / b for s, b in zip(per_round["supervised (one encoder pass)"], per_round["baseline: supervised, encoder twice"])]
+    ratio = float(np.median(ratios))
+    print(f"  speed-up of the supervised step over the baseline: {ratio:.2f}x"
+          + (f" (median of rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if rounds > 1 else ""))
     results["speedup"] = ratio
     return results
 

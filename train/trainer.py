@@ -67,10 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--out", type=Path, required=True, help="run folder: model/, state/, log.jsonl, figures/")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (CUDA, or a CPU with AMX such as this project's machine)")
+                   help="bf16 autocast (CUDA, or a CPU with native bf16; the README's Benchmarks give the measured effect)")
     r.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="channels_last memory format for images and convolutions (default on; the same maths; "
-                        "with --amp on a CPU with AMX it is what makes bf16 1.4-1.7x faster than fp32)")
+                   help="channels_last memory format for images and convolutions (default on; the same maths, "
+                        "the layout oneDNN and cuDNN convolve fastest)")
     r.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
