@@ -14,8 +14,10 @@ moves in one call, each move starting when the previous image is shown (a user d
 the slider), so the measuring side adds no work per move beyond the page's own.
 
 Real users' browsers run on their own machines; here every page's own work shares the
-server's cores (a Gradio 6.31 page costs tens of CPU ms per update, and an open page keeps
-a requestAnimationFrame loop running). ``--pages K`` keeps the server's load at
+server's cores (a Gradio 6.31 page costs tens of CPU ms per update; the frame loop its
+loading screen leaves running on every open page is stopped by the app, see
+``app.STOP_LOADER_LOOP_JS``, and the idle figure printed below shows what open pages still
+cost). ``--pages K`` keeps the server's load at
 ``--sessions`` sessions while only K of them are Chromium pages: the others are sessions
 without a page that send the page's own slider request (same endpoint, body and session
 handling) one after another, with no page work in between, i.e. more requests per second
@@ -326,8 +328,8 @@ async def run(url: str, args: argparse.Namespace, label: str, app_pid: int) -> t
         urls = [url.replace("127.0.0.1", f"127.0.0.{k + 2}") for k in range(pages)]
         users = [await open_user(browser, u, label) for u in urls]
         endpoint = slide_endpoint(url, label)
-        # What the open pages cost with nobody moving: Gradio 6.31's page keeps a
-        # requestAnimationFrame loop running after it has loaded, so every open page costs CPU.
+        # What the open pages cost with nobody moving (without app.STOP_LOADER_LOOP_JS, a frame
+        # loop left by Gradio 6.31's loading screen made this about 0.055 cores per page).
         await asyncio.sleep(1)
         idle_start, idle_usage, idle_machine = time.monotonic(), cpu_by_kind(app_pid), cpu_seconds()
         await asyncio.sleep(args.idle_seconds)
