@@ -145,11 +145,18 @@ def move_slider(page, label: str, to: str) -> None:
 def test_browser_idle_page_requests_no_animation_frames(page):
     """Gradio 6.31's loading screen leaves a 60-per-second frame loop running on every open page
     (0.9 of a core for 16 idle pages here); app.STOP_LOADER_LOOP_JS, put first in <head> by
-    app.HeadScript, keeps it from starting."""
-    page.wait_for_timeout(500)
-    before = page.evaluate("window.__frames")
-    page.wait_for_timeout(2000)
-    assert page.evaluate("window.__frames") - before < 10
+    app.HeadScript, keeps it from starting. The page's own intro transitions still request frames
+    for a moment after it loads (longer on a slow machine), so the page is given up to 15 s to
+    fall quiet; with the loop running, no second ever does (60 frame requests in each)."""
+    per_second = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        before = page.evaluate("window.__frames")
+        page.wait_for_timeout(1000)
+        per_second.append(page.evaluate("window.__frames") - before)
+        if per_second[-1] < 5:
+            break
+    assert per_second[-1] < 5, f"frame requests in each idle second: {per_second}"
 
 
 def test_browser_slider_and_resample_change_the_face(page):
