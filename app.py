@@ -16,6 +16,7 @@ import argparse
 import base64
 import html
 import io
+import json
 import math
 import os
 import re
@@ -99,6 +100,21 @@ def slider_range(low: float, high: float) -> tuple[float, float, float]:
     digits = max(0, -math.floor(math.log10(step)))
     return (round(math.floor(low / step) * step, digits), round(math.ceil(high / step) * step, digits),
             round(step, digits))
+
+
+def parse_live_move(data, num_labels: int) -> tuple[str, int, float]:
+    """Check a live move ``[session hash, label index, value]`` sent by the page; a clear
+    gr.Error names what is wrong."""
+    if not isinstance(data, (list, tuple)) or len(data) != 3:
+        raise gr.Error(f"a live slider move is [session hash, label index, value], got {data!r:.200}")
+    session_hash, i, value = data
+    if not isinstance(session_hash, str) or not session_hash:
+        raise gr.Error(f"a live slider move needs the session hash, got {session_hash!r:.100}")
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < num_labels:
+        raise gr.Error(f"label index must be an integer in [0, {num_labels}), got {i!r:.100}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise gr.Error(f"slider value must be a finite number, got {value!r:.100}")
+    return session_hash, i, float(value)
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -334,10 +350,11 @@ class Editor:
 def picture(value: str | None, label: str, *, height: str, filename: str | None = None, **kwargs) -> gr.HTML:
     """An image output: its value is a PNG data URL, shown ``height`` high (a CSS length) and
     as wide as its column; ``filename`` adds a link that downloads the PNG under that name."""
+    kwargs.setdefault("js_on_load", None)
     return gr.HTML(
         value, label=label, show_label=True, container=True,
         html_template=DOWNLOADABLE_HTML if filename else PICTURE_HTML, css_template=PICTURE_CSS,
-        js_on_load=None, alt=label, filename=filename, img_height=height, **kwargs,
+        alt=label, filename=filename, img_height=height, **kwargs,
     )
 
 
@@ -355,6 +372,59 @@ STOP_LOADER_LOOP_JS = """(() => {
     return request(callback);
   };
 })();"""
+
+
+# Live slider moves. A Gradio event costs the page tens of CPU ms per update in Gradio 6.31
+# (loading-status bookkeeping over every component an event touches, snapshots of their props,
+# status-tracker frames), and with many pages open on one machine that page work, not the model,
+# sets the latency. So while a slider is dragged the page calls a server function of the edited
+# face (``gr.HTML(server_functions=...)``, one plain POST to /component_server) with the
+# session's hash, the label and the value; the server updates that session's gr.State, as the
+# slider's event would, and answers with the face and q(y_i | z_i), which the page shows through
+# the components' own ``props`` (so Gradio's view of their values stays true). At most one move
+# per page is in flight and the last position of every slider is always sent. The slider's
+# ``release`` event (end of a drag) runs the same edit through Gradio, which is also the API
+# (``/slide_<label>``).
+LIVE_SLIDER_JS = """
+const labels = JSON.parse(props.labels);
+const pending = new Map();  // label index -> latest value not yet sent
+let busy = false;
+async function pump() {
+  busy = true;
+  while (pending.size) {
+    const [index, value] = pending.entries().next().value;
+    pending.delete(index);
+    try {
+      const answer = await server.live_slide([window.__gradio_session_hash__, index, value]);
+      if (answer && answer.face) {
+        props.value = answer.face;
+        (window.__ccvae_probs || {})[index]?.(answer.prob);
+      } else {
+        console.warn("live slider move refused:", answer && answer.error);
+      }
+    } catch (error) {
+      console.warn("live slider move failed", error);
+    }
+  }
+  busy = false;
+}
+window.__ccvae_live = (range) => {
+  const owner = range.closest('[id^="slider-"]');
+  const index = owner ? labels.indexOf(owner.id.slice(7)) : -1;
+  if (index < 0) return;
+  pending.set(index, Number(range.value));
+  if (!busy) pump();
+};
+if (!window.__ccvae_live_listening) {
+  window.__ccvae_live_listening = true;
+  document.addEventListener("input", (event) => {
+    const range = event.target;
+    if (range instanceof HTMLInputElement && range.type === "range") window.__ccvae_live?.(range);
+  }, true);
+}
+"""
+# Each probability beside a slider registers a setter the live path calls with its new HTML.
+PROB_JS = """(window.__ccvae_probs ??= {})[props.index] = (html) => { props.value = html; };"""
 
 
 class HeadScript:
@@ -421,6 +491,24 @@ def build_demo(
     first_probs = first[3 + num_labels : 3 + 2 * num_labels]
     first_session, first_status = first[-2:]
 
+    def live_slide(data) -> dict[str, str]:
+        """The page's live slider move (LIVE_SLIDER_JS): ``[session hash, label index, value]``
+        -> ``{"face": data URL, "prob": html}``, the session's gr.State updated as
+        :meth:`Editor.slide` updates it for the slider's own event. A value beyond the slider's
+        range is shown at its end; a malformed move is answered ``{"error": message}``."""
+        try:
+            session_hash, i, value = parse_live_move(data, len(editor.labels))
+            server = getattr(demo, "server_app", None)
+            if server is None or session_hash not in server.state_holder:
+                raise gr.Error(f"unknown session {session_hash!r:.100}: reload the page")
+        except gr.Error as error:
+            return {"error": error.message}
+        states = server.state_holder[session_hash]
+        low, high, _ = editor.ranges[i]
+        face, prob, new_session = editor.slide(i, min(max(value, low), high), states[session._id])
+        states[session._id] = new_session
+        return {"face": face, "prob": prob}
+
     with gr.Blocks(title="CCVAE face editor", analytics_enabled=False) as demo:
         gr.Markdown(
             "# CCVAE face editor\nEdit a face one characteristic at a time with "
@@ -452,7 +540,9 @@ def build_demo(
                     )
             with gr.Column(scale=1, min_width=280):
                 edited_face = picture(
-                    first_edited, "Edited", height="320px", filename="edited-face.png", elem_id="edited"
+                    first_edited, "Edited", height="320px", filename="edited-face.png", elem_id="edited",
+                    js_on_load=LIVE_SLIDER_JS, server_functions=[live_slide],
+                    labels=json.dumps([slug(name) for name in editor.labels]),
                 )
                 status = gr.Markdown(first_status, elem_id="status")
                 with gr.Row():
@@ -472,7 +562,7 @@ def build_demo(
                         )
                         probs.append(
                             gr.HTML(first_probs[i], elem_classes="prob", elem_id=f"prob-{slug(name)}",
-                                    min_width=90, scale=1)
+                                    min_width=90, scale=1, js_on_load=PROB_JS, index=i)
                         )
                     with gr.Row():
                         label_buttons.append(
@@ -536,9 +626,11 @@ def build_demo(
             def remove(s: Session, i: int = i):
                 return editor.resample(i, s, present=False)
 
-            # Off the queue: a move is one HTTP request, answered at once, never waiting
-            # behind a grid; always_last keeps at most one move per session in flight.
-            sliders[i].input(
+            # While dragging, the page shows each move through live_slide (LIVE_SLIDER_JS); the
+            # end of a drag (or of typing a value) goes through this event, which is also the API.
+            # Off the queue: one HTTP request, answered at once, never waiting behind a grid;
+            # always_last keeps at most one in flight per session.
+            sliders[i].release(
                 slide, [sliders[i], session], [edited_face, probs[i], session],
                 api_name=f"slide_{slug(name)}", trigger_mode="always_last",
                 show_progress="hidden", queue=False,

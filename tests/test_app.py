@@ -3,6 +3,7 @@
 import base64
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -388,10 +389,29 @@ def test_build_demo_launches_nothing_and_wires_one_slider_per_label():
     names = {d.api_name for d in demo.fns.values()}
     assert {"slide_Eyeglasses", "resample_Eyeglasses", "add_Smiling", "remove_Male", "swap", "grid"} <= names
     slide = [d for d in demo.fns.values() if d.api_name == "slide_Eyeglasses"][0]
+    assert [event for _, event in slide.targets] == ["release"]  # moves while dragging: live_slide
     assert slide.trigger_mode == "always_last" and slide.show_progress == "hidden"
     assert not slide.queue  # a move never waits behind a queued grid
     assert [type(c).__name__ for c in slide.outputs] == ["HTML", "HTML", "State"]
     assert not demo.is_running
+    edited = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited")
+    assert [fn.__name__ for fn in edited.server_fns] == ["live_slide"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ("abc", "is [session hash, label index, value]"),
+    (["h", 0], "is [session hash, label index, value]"),
+    ([None, 0, 1.0], "needs the session hash"),
+    (["h", 3, 1.0], "label index must be an integer in [0, 3)"),
+    (["h", True, 1.0], "label index must be an integer"),
+    (["h", "0", 1.0], "label index must be an integer"),
+    (["h", 0, float("nan")], "finite number"),
+    (["h", 0, "1"], "finite number"),
+])
+def test_a_bad_live_move_is_named(data, message):
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        app.parse_live_move(data, 3)
+    assert app.parse_live_move(["h", 2, 1], 3) == ("h", 2, 1.0)
 
 
 

@@ -63,6 +63,61 @@ def test_two_sessions_never_see_each_others_edits(url):
     assert bob.predict(api_name="/resample_style")[1] == low
 
 
+def live_move(url: str, data) -> tuple[int, dict | str]:
+    """POST what app.LIVE_SLIDER_JS sends for a slider move: (status, answer)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = json.load(urllib.request.urlopen(url + "/config"))
+    edited = next(c for c in config["components"] if c["props"].get("elem_id") == "edited")
+    session_hash = data[0] if isinstance(data, list) and data and isinstance(data[0], str) else "x"
+    body = json.dumps({"data": data, "component_id": edited["id"], "fn_name": "live_slide",
+                       "session_hash": session_hash}).encode()
+    request = urllib.request.Request(url + "/gradio_api/component_server", body,
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def test_live_move_shows_the_face_and_keeps_it_in_that_session_only(url):
+    from gradio_client import Client
+
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    editor = app.Editor(visible_model())
+    low, high, _ = editor.ranges[0]
+    face_low, _ = alice.predict(low, api_name="/slide_Eyeglasses")  # opens both sessions on the server
+    bob.predict(low, api_name="/slide_Eyeglasses")
+    status, answer = live_move(url, [alice.session_hash, 0, high])
+    assert status == 200, answer
+    assert from_data_url(answer["face"]).size == (16, 16) and answer["face"] != face_low
+    assert "q(present)" in answer["prob"]
+    # the move is in Alice's gr.State, as the slider's own event would have put it; Bob's is untouched
+    assert alice.predict(api_name="/resample_style")[1] == high
+    assert bob.predict(api_name="/resample_style")[1] == low
+    # beyond the slider's range: shown at its end
+    status, beyond = live_move(url, [alice.session_hash, 0, high + 100.0])
+    status_end, at_end = live_move(url, [alice.session_hash, 0, high])
+    assert status == status_end == 200 and beyond["face"] == at_end["face"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ([None, 0, 1.0], "a live slider move needs the session hash, got None"),
+    (["x", 99, 1.0], "label index must be an integer in [0, 3), got 99"),
+    (["x", 0, "high"], "slider value must be a finite number, got 'high'"),
+    ("junk", "a live slider move is [session hash, label index, value], got 'junk'"),
+])
+def test_a_bad_live_move_is_refused_and_the_server_keeps_serving(url, data, message):
+    from gradio_client import Client
+
+    status, answer = live_move(url, data)
+    assert status == 200 and answer == {"error": message}
+    assert "q(present)" in Client(url, verbose=False).predict(0.5, api_name="/slide_Eyeglasses")[1]
+
+
 def test_a_bad_upload_is_answered_and_the_server_keeps_serving(url, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError

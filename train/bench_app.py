@@ -14,12 +14,13 @@ moves in one call, each move starting when the previous image is shown (a user d
 the slider), so the measuring side adds no work per move beyond the page's own.
 
 Real users' browsers run on their own machines; here every page's own work shares the
-server's cores (a Gradio 6.31 page costs tens of CPU ms per update; the frame loop its
-loading screen leaves running on every open page is stopped by the app, see
-``app.STOP_LOADER_LOOP_JS``, and the idle figure printed below shows what open pages still
-cost). ``--pages K`` keeps the server's load at
+server's cores. A Gradio 6.31 event costs a page tens of CPU ms per update, so slider moves
+take the app's live path (``app.LIVE_SLIDER_JS``: one POST to a server function of the edited
+face, shown through the components' props), and the frame loop Gradio's loading screen leaves
+running on every open page is stopped (``app.STOP_LOADER_LOOP_JS``); the idle figure printed
+below shows what open pages still cost. ``--pages K`` keeps the server's load at
 ``--sessions`` sessions while only K of them are Chromium pages: the others are sessions
-without a page that send the page's own slider request (same endpoint, body and session
+without a page that send the page's live-move request (same endpoint, body and session
 handling) one after another, with no page work in between, i.e. more requests per second
 than a person at a page makes. Latencies are reported for the pages (in-page, as above) and,
 apart, for the page-less sessions (request sent -> response read).
@@ -82,7 +83,7 @@ async function move(sliderSelector, value, timeoutMs) {
     // When the event's direct (unqueued) POST had its response: the rest is the page's own work.
     const answered = () => {
       const posts = performance.getEntriesByType('resource')
-        .filter((e) => e.name.includes('/run/predict') && e.startTime >= t0);
+        .filter((e) => (e.name.includes('/run/predict') || e.name.includes('/component_server')) && e.startTime >= t0);
       return posts.length ? Math.max(...posts.map((e) => e.responseEnd)) - t0 : null;
     };
     const observer = new MutationObserver(check);
@@ -261,39 +262,53 @@ def slider_positions(low: float, high: float, step: float, moves: int, user: int
 
 
 def slide_endpoint(url: str, label: str) -> dict:
-    """What the page POSTs for a move of ``label``'s slider, read from the app's /config."""
+    """What the page POSTs for a move of ``label``'s slider, read from the app's /config: the
+    live move (app.LIVE_SLIDER_JS, a server function of the edited face) and the slider's
+    Gradio event (sent at the end of a drag; it also opens the session on the server)."""
     with urllib.request.urlopen(url + "config", timeout=30) as response:
         config = json.load(response)
+    prefix = config.get("api_prefix", "")
+    edited = next((c for c in config["components"] if c["props"].get("elem_id") == "edited"), None)
     for dependency in config["dependencies"]:
-        if dependency.get("api_name") == f"slide_{label}":
+        if dependency.get("api_name") == f"slide_{label}" and edited is not None:
             (trigger_id, _event), = dependency["targets"]
             slider = next(c for c in config["components"] if c["id"] == trigger_id)["props"]
-            return {"path": f"{config.get('api_prefix', '')}/run/predict", "fn_index": dependency["id"],
-                    "trigger_id": trigger_id, "range": (slider["minimum"], slider["maximum"], slider["step"])}
+            return {"path": f"{prefix}/run/predict", "fn_index": dependency["id"], "trigger_id": trigger_id,
+                    "range": (slider["minimum"], slider["maximum"], slider["step"]),
+                    "live_path": f"{prefix}/component_server", "component_id": edited["id"],
+                    "label_index": json.loads(edited["props"]["props"]["labels"]).index(label)}
     raise ValueError(f"the app has no slide_{label} event; is --label a label of the model?")
 
 
 def pageless_session(url: str, endpoint: dict, user: int, stop: threading.Event,
                      timeout_s: float) -> list[float]:
-    """One Gradio session without a page: the page's slider POST, one after another, until
-    ``stop``; returns ms from each request sent to its response read."""
+    """One Gradio session without a page: the slider's event once (which opens the session),
+    then the page's live-move POST, one after another, until ``stop``; returns ms from each
+    live request sent to its response read."""
     host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
     connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
     session_hash = secrets.token_hex(6)
-    times = []
+
+    def post(path: str, body: dict) -> bytes:
+        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status != 200 or b"data:image/png;base64," not in answer:
+            raise RuntimeError(f"slider request answered {response.status}: {answer[:200]!r}")
+        return answer
+
     values = slider_positions(*endpoint["range"], moves=10_000, user=user)
+    post(endpoint["path"], {"data": [values[-1], None], "fn_index": endpoint["fn_index"],
+                            "trigger_id": endpoint["trigger_id"], "session_hash": session_hash})
+    times = []
     for value in values:
         if stop.is_set():
             break
-        body = json.dumps({"data": [value, None], "fn_index": endpoint["fn_index"],
-                           "trigger_id": endpoint["trigger_id"], "session_hash": session_hash})
         start = time.perf_counter()
-        connection.request("POST", endpoint["path"], body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        answer = response.read()
+        post(endpoint["live_path"], {"data": [session_hash, endpoint["label_index"], value],
+                                     "component_id": endpoint["component_id"], "fn_name": "live_slide",
+                                     "session_hash": session_hash})
         times.append(1000 * (time.perf_counter() - start))
-        if response.status != 200 or b"data:image/png;base64," not in answer:
-            raise RuntimeError(f"slider request answered {response.status}: {answer[:200]!r}")
     connection.close()
     return times
 
