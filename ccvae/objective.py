@@ -95,7 +95,8 @@ def supervised(
     a capacity limit on the style latents: under a sharp likelihood the encoder otherwise copies
     label information into z_s too, and the decoder then ignores an edit of z_i. beta = 1 is Eq. 1.
 
-    z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded); posterior:
+    z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
+    only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
     optional q(z|x) already computed for x. The loss is -mean(bound) with the gradient
     described in the module docstring.
     """
@@ -108,13 +109,24 @@ def supervised(
     if y.shape != (x.shape[0], L):
         raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]}, {L})")
     q = posterior if posterior is not None else model.encode(x)
+    loc_c, scale_c, loc_s, scale_s = q.loc[:, :L], q.scale[:, :L], q.loc[:, L:], q.scale[:, L:]
     if z is None:
-        z = q.sample(k, generator=generator)  # (K, B, D)
-    k = z.shape[0]
-    z0 = z[0]  # (B, D), the sample the decoder sees
+        # Only z_c needs K samples (for q(y|x)); z_s is needed once, for z^1. At a
+        # reparameterised sample, log N(loc + scale * eps; loc, scale) = log N(eps; 0, 1) - log scale,
+        # with the same value and the same gradient as evaluating the density at z.
+        eps_c = torch.randn((k, *loc_c.shape), generator=generator, device=loc_c.device, dtype=loc_c.dtype)
+        eps_s = torch.randn(loc_s.shape, generator=generator, device=loc_s.device, dtype=loc_s.dtype)
+        z_c = loc_c + scale_c * eps_c  # (K, B, L)
+        z0 = torch.cat([z_c[0], loc_s + scale_s * eps_s], -1)  # (B, D), the sample the decoder sees
+        log_qzc = _log_standard_normal(eps_c) - scale_c.log().sum(-1)  # (K, B)
+        log_qzs = _log_standard_normal(eps_s) - scale_s.log().sum(-1)  # (B,)
+    else:
+        k = z.shape[0]
+        z_c, z0 = z[..., :L], z[0]  # (K, B, L), (B, D)
+        log_qzc = gaussian_log_prob(z_c, loc_c, scale_c).sum(-1)  # (K, B)
+        log_qzs = gaussian_log_prob(z0[:, L:], loc_s, scale_s).sum(-1)  # (B,)
     log_px = model.log_likelihood(x, model.decode_logits(z0))  # (B,)
 
-    z_c = z[..., :L]  # (K, B, L)
     log_qy_zc = log_classifier(model, z_c, y)  # (K, B)
     log_qyx = torch.logsumexp(log_qy_zc, 0) - math.log(k)  # (B,)
     log_w = log_qy_zc - log_qyx  # (K, B), <= log K
@@ -122,13 +134,11 @@ def supervised(
 
     prior = model.conditional_prior(y)  # over (B, L)
     log_pzc = prior.log_prob(z_c).sum(-1)  # (K, B)
-    log_qz = q.log_prob(z)  # (K, B, D)
-    log_qzc, log_qzs = log_qz[..., :L].sum(-1), log_qz[..., L:].sum(-1)  # (K, B)
-    log_pzs = _log_standard_normal(z[..., L:])  # (K, B)
+    log_pzs = _log_standard_normal(z0[:, L:])  # (B,)
     log_py = log_label_prior(model, y)  # (B,)
 
     r_c = log_pzc - log_qzc - log_qy_zc  # (K, B): the part of the log-ratio that depends on z_c
-    r0 = log_px + r_c[0] + log_pzs[0] - log_qzs[0]  # (B,): the full log-ratio at z^1
+    r0 = log_px + r_c[0] + log_pzs - log_qzs  # (B,): the full log-ratio at z^1
     bound = w[0] * r0 + log_qyx + log_py  # (B,)
 
     if weight_grad == "full":
@@ -141,7 +151,7 @@ def supervised(
         terms = {
             "bound": bound.mean(),
             "reconstruction": -log_px.mean(),
-            "kl": (log_qzc[0] + log_qzs[0] - log_pzc[0] - log_pzs[0]).mean(),
+            "kl": (log_qzc[0] + log_qzs - log_pzc[0] - log_pzs).mean(),
             "log_qyx": log_qyx.mean(),
             "log_py": log_py.mean(),
             "weight_mean": w[0].mean(),

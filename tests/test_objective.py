@@ -55,6 +55,38 @@ def test_supervised_equals_plain_monte_carlo_of_eq1(likelihood):
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-7)
 
 
+@pytest.mark.parametrize("weight_grad", ["characteristic", "full"])
+def test_drawn_samples_match_given_samples_in_value_and_gradient(weight_grad):
+    """Drawn inside, only z_c gets K samples and log q is taken from the noise; the bound and
+    every parameter's gradient equal those for the same z passed in (z_s of the extra samples
+    is unused)."""
+    model = tiny_model().double()
+    B, K, L, D_ = 4, 6, model.num_labels, model.latent_dim
+    x = torch.rand(B, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (B, L)).double()
+    g = torch.Generator().manual_seed(3)
+    eps_c = torch.randn((K, B, L), generator=g, dtype=torch.float64)
+    eps_s = torch.randn((B, D_ - L), generator=g, dtype=torch.float64)
+
+    def loss_and_grads(**kwargs):
+        q = model.encode(x)
+        if "z_noise" in kwargs:
+            eps_c, eps_s = kwargs.pop("z_noise")
+            z_s = torch.cat([eps_s[None], torch.randn(K - 1, B, D_ - L, dtype=torch.float64)])  # extra z_s: unused
+            kwargs["z"] = torch.cat([q.loc[:, :L] + q.scale[:, :L] * eps_c, q.loc[:, L:] + q.scale[:, L:] * z_s], -1)
+        out = objective.supervised(model, x, y, k=K, posterior=q, weight_grad=weight_grad, **kwargs)
+        return out.bound, torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True)
+
+    bound_drawn, grads_drawn = loss_and_grads(generator=torch.Generator().manual_seed(3))
+    bound_given, grads_given = loss_and_grads(z_noise=(eps_c, eps_s))
+    torch.testing.assert_close(bound_drawn, bound_given)
+    for a, b in zip(grads_drawn, grads_given):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)
+
+
 def test_weight_grad_modes_share_the_value_and_full_is_the_plain_gradient():
     model = tiny_model().double()
     x = torch.rand(4, 3, 16, 16, dtype=torch.float64)

@@ -22,6 +22,7 @@ import torch
 from ccvae import CCVAE, default_device, objective
 
 from . import batches
+from .trainer import make_optimizer
 
 
 def supervised_encode_twice(model: CCVAE, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -92,7 +93,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.compile:
         model.encoder.compile()
         model.decoder.compile()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model, 1e-4)
     g = torch.Generator(device=device).manual_seed(0)
     pool = np.random.default_rng(0).integers(0, 256, (max(4 * B, 2000), args.image_size, args.image_size, 3), dtype=np.uint8)
     images = batches.resident(pool, device)

@@ -80,5 +80,13 @@ def load_state(directory: Path, *, model: CCVAE, optimizer: torch.optim.Optimize
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    # Saved contiguous; give each moment its parameter's memory layout (channels_last convolutions):
+    # the fused Adam kernel walks a parameter and its moments in memory order.
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            per_param = optimizer.state.get(p, {})
+            for name, value in per_param.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    per_param[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
     generator.set_state(tensors["generator"])
     return {"counters": meta["counters"], "args": meta["args"]}
