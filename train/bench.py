@@ -6,9 +6,10 @@ marginal over labels), a straightforward supervised step that encodes each batch
 official code does (measured in the same run, so the ratio is side by side), and the data
 pipeline (uint8 cache -> float batch on the device).
 
-The three steps are timed in turn, --rounds times over (steps calls each per round), and each
-figure is the median over rounds; the speed-up is the median of the per-round ratios, so the
-two steps it compares always ran next to each other, whatever the machine was doing meanwhile.
+The three steps are timed one step each in turn (a rotating order), --steps times per round and
+--rounds rounds; a round's figure is its median step, each printed figure the median over rounds,
+and the speed-up the median of the per-round ratios, so the two steps it compares always ran next
+to each other, whatever the machine was doing meanwhile.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--steps", type=int, help="timed steps per measurement (default 5 on CPU, 50 on CUDA)")
     p.add_argument("--rounds", type=int, help="rounds of measuring every step in turn; medians are reported "
-                   "(default 3 on CPU, 1 on CUDA)")
+                   "(default 5 on CPU, 1 on CUDA)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile encoder and decoder")
     p.add_argument("--image-size", type=int, default=64)
@@ -80,7 +81,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> dict:
     device = default_device(args.device)
     steps = args.steps if args.steps is not None else (50 if device.type == "cuda" else 5)
-    rounds = args.rounds if args.rounds is not None else (1 if device.type == "cuda" else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if device.type == "cuda" else 5)
     if steps < 1 or rounds < 1:
         raise SystemExit(f"--steps and --rounds must be at least 1, got {steps} and {rounds}")
     warmup = 10 if args.compile else 2
@@ -125,9 +126,16 @@ def main(args: argparse.Namespace) -> dict:
         for _ in range(warmup):
             step()
     per_round = {name: [] for name in cases}
+    names = list(cases)
     for _ in range(rounds):
-        for name, step in steps_of.items():
-            per_round[name].append(B / time_step(step, device, warmup=0, steps=steps))
+        # Interleaved step by step (in a rotating order), so that the steps compared ran next to
+        # each other whatever else the machine was doing; a round's figure is its median step.
+        seconds = {name: [] for name in names}
+        for j in range(steps):
+            for name in names[j % len(names):] + names[:j % len(names)]:
+                seconds[name].append(time_step(steps_of[name], device, warmup=0, steps=1))
+        for name in names:
+            per_round[name].append(B / float(np.median(seconds[name])))
     for name, values in per_round.items():
         results[name] = float(np.median(values))
     results["data pipeline (uint8 -> float batch)"] = B / time_step(batch, device, warmup=2, steps=steps * 10)
