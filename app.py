@@ -491,15 +491,16 @@ def build_demo(
     first_probs = first[3 + num_labels : 3 + 2 * num_labels]
     first_session, first_status = first[-2:]
 
-    def live_slide(data) -> dict[str, str]:
+    def live_slide(data, request: gr.Request) -> dict[str, str]:
         """The page's live slider move (LIVE_SLIDER_JS): ``[session hash, label index, value]``
         -> ``{"face": data URL, "prob": html}``, the session's gr.State updated as
         :meth:`Editor.slide` updates it for the slider's own event. A value beyond the slider's
         range is shown at its end; a malformed move is answered ``{"error": message}``."""
         try:
             session_hash, i, value = parse_live_move(data, len(editor.labels))
-            server = getattr(demo, "server_app", None)
-            if server is None or session_hash not in server.state_holder:
+            # the Gradio app serving this request (also when mounted in another FastAPI app)
+            server = getattr(request, "app", None) or getattr(demo, "server_app", None)
+            if not hasattr(server, "state_holder") or session_hash not in server.state_holder:
                 raise gr.Error(f"unknown session {session_hash!r:.100}: reload the page")
         except gr.Error as error:
             return {"error": error.message}

@@ -263,3 +263,33 @@ def test_browser_bad_upload_shows_a_message(page, tmp_path):
         page.click("#upload")
     chooser.value.set_files(str(path))
     page.wait_for_selector("text=cannot be decoded", timeout=10_000)  # the message, in a toast
+
+
+def test_live_move_works_when_mounted_in_another_fastapi_app():
+    """gr.mount_gradio_app leaves Blocks.server_app unset: live_slide finds the session through
+    the request's own app."""
+    import fastapi
+    import gradio as gr
+    import uvicorn
+    from gradio_client import Client
+
+    demo = app.build_demo(visible_model())
+    server_app = gr.mount_gradio_app(fastapi.FastAPI(), demo, path="/editor")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(server_app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}/editor"
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client = Client(url, verbose=False)
+        low, high, _ = app.Editor(visible_model()).ranges[0]
+        client.predict(low, api_name="/slide_Eyeglasses")
+        status, answer = live_move(url, [client.session_hash, 0, high])
+        assert status == 200 and "face" in answer, answer
+        assert client.predict(api_name="/resample_style")[1] == high
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
