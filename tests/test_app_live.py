@@ -232,6 +232,44 @@ def test_browser_slider_and_resample_change_the_face(page):
     assert page.locator(".toast-body").count() == 0  # no error toast
 
 
+def test_browser_drag_ends_on_the_face_of_the_last_position(page, url):
+    """A real mouse drag (many input events, then the release), then arrow keys (input events
+    only): the face and q(y|z) shown at the end are those of the slider's final value, as the
+    API gives them for a fresh session (the page only ever moved this slider)."""
+    import re
+
+    from gradio_client import Client
+
+    fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        fresh.goto(url)
+        slider = "#slider-Eyeglasses input[type=range]"
+        fresh.wait_for_selector(slider)
+        box = fresh.locator(slider).bounding_box()
+        y = box["y"] + box["height"] / 2
+        fresh.mouse.move(box["x"] + 2, y)
+        fresh.mouse.down()
+        for k in range(1, 25):
+            fresh.mouse.move(box["x"] + box["width"] * 0.8 * k / 24, y)
+        fresh.mouse.up()
+        value = float(fresh.input_value(slider))
+        face, prob = Client(url, verbose=False).predict(value, api_name="/slide_Eyeglasses")
+        fresh.wait_for_function("src => document.querySelector('#edited img').getAttribute('src') === src",
+                                arg=face, timeout=10_000)
+        number = re.search(r"q\(present\) = ([0-9.]+)", fresh.inner_text("#prob-Eyeglasses")).group(1)
+        assert f"<b>{number}</b>" in prob
+        # Keys fire input events and no release: the live path alone must end on the last value.
+        fresh.focus(slider)
+        for _ in range(12):
+            fresh.keyboard.press("ArrowLeft")
+        value = float(fresh.input_value(slider))
+        face, _ = Client(url, verbose=False).predict(value, api_name="/slide_Eyeglasses")
+        fresh.wait_for_function("src => document.querySelector('#edited img').getAttribute('src') === src",
+                                arg=face, timeout=10_000)
+    finally:
+        fresh.close()
+
+
 def test_browser_downloads_the_edited_face(page, tmp_path):
     shown = from_data_url(image_src(page, "edited"))
     with page.expect_download() as download:
