@@ -269,8 +269,10 @@ def slide_endpoint(url: str, label: str) -> dict:
         config = json.load(response)
     prefix = config.get("api_prefix", "")
     edited = next((c for c in config["components"] if c["props"].get("elem_id") == "edited"), None)
+    if edited is None or "live_slide" not in edited["props"].get("server_fns", []):
+        raise ValueError("the app has no #edited face with the live_slide server function (app.LIVE_SLIDER_JS)")
     for dependency in config["dependencies"]:
-        if dependency.get("api_name") == f"slide_{label}" and edited is not None:
+        if dependency.get("api_name") == f"slide_{label}":
             (trigger_id, _event), = dependency["targets"]
             slider = next(c for c in config["components"] if c["id"] == trigger_id)["props"]
             return {"path": f"{prefix}/run/predict", "fn_index": dependency["id"], "trigger_id": trigger_id,
