@@ -84,6 +84,8 @@ def supervised(
     weight_grad: str = "characteristic",
     classification_weight: float = 0.0,
     style_kl_weight: float = 1.0,
+    intervention_weight: float = 0.0,
+    intervention_batch: int = 16,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -94,6 +96,10 @@ def supervised(
     style_kl_weight: beta >= 1 adds (beta - 1) * KL(q(z_s|x) || N(0, I)) to the training loss only,
     a capacity limit on the style latents: under a sharp likelihood the encoder otherwise copies
     label information into z_s too, and the decoder then ignores an edit of z_i. beta = 1 is Eq. 1.
+    intervention_weight: gamma >= 0 adds gamma * mean log q(y_i = v | z'_i) over the first
+    `intervention_batch` rows to the training loss only: each of those rows has one label flipped
+    in its latent and must read as flipped after decoding and encoding again (see
+    `intervention_consistency`). gamma = 0 is Eq. 1.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -161,7 +167,39 @@ def supervised(
             "likelihood_scale": model.likelihood_scale(),
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
+    if intervention_weight < 0 or intervention_batch < 1:
+        raise ValueError(f"intervention_weight must be >= 0 and intervention_batch >= 1, "
+                         f"got {intervention_weight} and {intervention_batch}")
+    if intervention_weight > 0:
+        log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator)
+        loss = loss - intervention_weight * log_q_edit.mean()
+        terms["intervention_accuracy"] = (log_q_edit.detach() > -math.log(2)).float().mean()
     return Objective(bound=bound, loss=loss, terms=terms)
+
+
+def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
+
+    Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; z_i is replaced by a draw from
+    p(z_i | y_i = v), the result decoded to its mean image x' and encoded again, and the value is
+    log q(y_i = v | z'_i) at the new posterior mean z'_i: (B,). Not part of Eq. 1: a training aid
+    (`supervised`'s intervention_weight) that asks the decoder to draw what z_i says rather than
+    what the style latents say. The encoder, the classifier and the prior are the judge here and
+    take no gradient from it; the decoder does, and so does the encoder through the latents z
+    other than z_i (it learns not to store label i where it would override an edit).
+    """
+    B, L = y.shape
+    i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+    v = 1 - y.gather(1, i).long()  # (B, 1)
+    loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
+    eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
+    z_i = loc[v, i] + scale[v, i] * eps  # (B, 1): z_i ~ p(z_i | y_i = v)
+    x_edit = torch.sigmoid(model.decode_logits(z.scatter(1, i, z_i.to(z.dtype))))
+    judge = {name: p.detach() for name, p in model.encoder.named_parameters()}
+    loc_edit, _ = torch.func.functional_call(model.encoder, judge, (x_edit,))
+    logit = upcast(loc_edit.gather(1, i)) * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]
+    return -F.binary_cross_entropy_with_logits(logit, v.to(logit.dtype), reduction="none").squeeze(1)
 
 
 def unsupervised(

@@ -185,3 +185,59 @@ def test_loss_options_leave_the_bound_alone_and_add_their_terms():
     u_plain = objective.unsupervised(model, x, z=z[0], posterior=q)
     u_tuned = objective.unsupervised(model, x, z=z[0], posterior=q, style_kl_weight=3.0)
     torch.testing.assert_close(u_tuned.loss, u_plain.loss + 2.0 * kl_s)
+
+
+def test_intervention_consistency_targets_the_flipped_label_and_trains_only_the_decoder_side():
+    model = tiny_model().double()
+    torch.manual_seed(3)
+    x = torch.rand(6, 3, 16, 16, dtype=torch.float64)
+    z = model.encode(x).sample()  # (B, D), through the encoder
+    with torch.no_grad():  # a classifier that reads every label as present, whatever the image
+        model.classifier_weight.zero_()
+        model.classifier_bias.fill_(30.0)
+    ones, zeros = torch.ones(6, 3, dtype=torch.float64), torch.zeros(6, 3, dtype=torch.float64)
+    # labels all present: every edit flips one to absent, which this classifier never reads
+    torch.testing.assert_close(objective.intervention_consistency(model, z.detach(), ones),
+                               torch.full((6,), -30.0, dtype=torch.float64), atol=1e-9, rtol=0)
+    # labels all absent: every edit asks for present, which it always reads
+    got = objective.intervention_consistency(model, z, zeros)
+    assert got.shape == (6,) and (got > -1e-9).all() and (got <= 0).all()
+
+    model = tiny_model()
+    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 2, (4, 3)).float()
+    objective.intervention_consistency(model, model.encode(x).sample(), y).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    for name, g in grads.items():  # the judge (classifier, prior) takes nothing; decoder and encoder (via z) do
+        if name.startswith(("classifier", "prior")):
+            assert g is None or not g.any(), name
+    assert any(g is not None and g.any() for n, g in grads.items() if n.startswith("decoder")), "decoder"
+    assert any(g is not None and g.any() for n, g in grads.items() if n.startswith("encoder")), "encoder via z"
+
+
+def test_intervention_consistency_judge_gets_no_gradient_through_the_edited_image():
+    model = tiny_model()
+    torch.manual_seed(4)
+    y = torch.randint(0, 2, (4, 3)).float()
+    z = torch.randn(4, model.latent_dim)  # no path into the encoder except as the judge
+    objective.intervention_consistency(model, z, y).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
+
+
+def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
+    model = tiny_model().double()
+    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (4, 3)).double()
+    q = model.encode(x)
+    z = q.sample(5)
+    plain = objective.supervised(model, x, y, z=z, posterior=q)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    tuned = objective.supervised(model, x, y, z=z, posterior=q, intervention_weight=5.0, intervention_batch=3, generator=g1)
+    torch.testing.assert_close(tuned.bound, plain.bound)
+    edit = objective.intervention_consistency(model, z[0][:3], y[:3], generator=g2)
+    torch.testing.assert_close(tuned.loss, plain.loss - 5.0 * edit.mean())
+    assert 0.0 <= float(tuned.terms["intervention_accuracy"]) <= 1.0
+    with pytest.raises(ValueError, match="intervention_weight must be >= 0"):
+        objective.supervised(model, x, y, intervention_weight=-1.0)
+    with pytest.raises(ValueError, match="intervention_batch >= 1, got 1.0 and 0"):
+        objective.supervised(model, x, y, intervention_weight=1.0, intervention_batch=0)

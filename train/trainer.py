@@ -67,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--k", type=int, default=100, help="samples of q(z_c|x) that estimate q(y|x)")
     o.add_argument("--classification-weight", type=float, default=0.0, help="alpha: adds alpha * log q(y|x) to the labelled loss (0 = Eq. 1 alone)")
     o.add_argument("--style-kl-weight", type=float, default=1.0, help="beta: weight of the style latents' KL in the loss (1 = the paper's objective)")
+    o.add_argument("--intervention-weight", type=float, default=0.0,
+                   help="gamma: adds gamma * log q(y_i = v | z'_i) for edits that flip one label in the latent, decoded "
+                        "and encoded again (not in the paper; 0 = off; see ccvae.objective.intervention_consistency)")
+    o.add_argument("--intervention-batch", type=int, default=16, help="rows of each labelled batch that get an edit "
+                   "when --intervention-weight > 0")
     o.add_argument("--weight-grad", choices=list(objective.WEIGHT_GRADS), default="characteristic", help="gradient of the importance weight (see ccvae.objective)")
     o.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order, sampling)")
     r = p.add_argument_group("run")
@@ -247,7 +252,9 @@ def main(args: argparse.Namespace) -> int:
                         result = objective.supervised(model, x, y, k=args.k, generator=generator,
                                                       weight_grad=args.weight_grad,
                                                       classification_weight=args.classification_weight,
-                                                      style_kl_weight=args.style_kl_weight)
+                                                      style_kl_weight=args.style_kl_weight,
+                                                      intervention_weight=args.intervention_weight,
+                                                      intervention_batch=args.intervention_batch)
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
