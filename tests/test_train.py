@@ -200,3 +200,39 @@ def test_active_units_skip_collapsed_latents():
     z[:, 3] = torch.linspace(1, -1, 50)
     assert active_units(z).tolist() == [1, 3]
     assert active_units(torch.zeros(50, 3)).tolist() == [0, 1, 2]  # none active: all
+
+
+def test_diversity_present_counts_the_faces_that_show_the_label():
+    """oracle_present: of the resamples of faces that have label i, the share the oracle still
+    reads as i; oracle_present_all_faces: the same over every face."""
+    from conftest import tiny_model
+    from train.evaluate import oracle_metrics
+
+    model = tiny_model().eval()
+    n, R = 12, 4
+    labels = np.array([[i % 2, i % 3 == 0, 1] for i in range(n)], dtype=np.int64)  # (n, 3)
+
+    class ReadsTheTruthOfResamples(torch.nn.Module):
+        """Reads label j as present exactly on the resamples of faces whose true label j is 1
+        (recognised by their batch size, n * R); reads nothing elsewhere."""
+        label_names = list(model.label_names)
+
+        def __init__(self):
+            super().__init__()
+            self.where = torch.nn.Parameter(torch.zeros(1))  # the oracle's device
+
+        def predict(self, x):
+            if x.shape[0] == n * R:
+                return torch.as_tensor(labels, dtype=torch.bool).repeat_interleave(R, 0)
+            return torch.zeros(x.shape[0], 3, dtype=torch.bool)
+
+    images = np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    m = oracle_metrics(model, ReadsTheTruthOfResamples(), images, n=n, resamples=R, batch_size=n, labels=labels)
+    for j, name in enumerate(model.label_names):
+        d = m["diversity"][name]
+        assert d["faces_with_label"] == int(labels[:, j].sum())
+        assert d["oracle_present"] == 1.0, name
+        assert d["oracle_present_all_faces"] == pytest.approx(labels[:, j].mean()), name
+    # without labels there is no way to tell which faces show it: every face counts
+    m = oracle_metrics(model, ReadsTheTruthOfResamples(), images, n=n, resamples=R, batch_size=n)
+    assert m["diversity"]["Eyeglasses"]["oracle_present"] == pytest.approx(0.5)

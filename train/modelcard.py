@@ -10,7 +10,7 @@ def metrics_table(metrics: dict) -> str:
     lines = ["| metric | value |", "|---|---|"]
     for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
                 "intervention_leakage_mean",
-                "conditional_accuracy", "diversity_ratio_mean", "diversity_present_mean"):
+                "conditional_accuracy", "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean"):
         if key in metrics:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
     per = metrics.get("per_label", {})
