@@ -35,16 +35,17 @@ from train.data import load_dataset
 for split, n in (('train', $SWEEP_LIMIT), ('val', 500), ('test', 1000)):
     print(split, len(load_dataset('synthetic', split, limit=n)))" 2>&1 | tail -3
 
-# name | extra flags; common: f = 1, batch 64, lr 1e-3 cosine, K = 100, alpha = 300
+# name | extra flags; common: f = 1, batch 64, lr 1e-3 cosine, K = 100, alpha = 300, Gaussian
+# likelihood, style KL 4 (the bundled recipe); the sweep varies the intervention-consistency term
 configs=(
-  "b1|--style-kl-weight 1"
-  "b4|--style-kl-weight 4"
-  "b16|--style-kl-weight 16"
-  "b64|--style-kl-weight 64"
-  "g1|--style-kl-weight 1 --likelihood gaussian"
-  "g4|--style-kl-weight 4 --likelihood gaussian"
-  "g16|--style-kl-weight 16 --likelihood gaussian"
-  "b4-d30|--style-kl-weight 4 --latent-dim 30"
+  "i0|--intervention-weight 0"
+  "i100|--intervention-weight 100"
+  "i300|--intervention-weight 300"
+  "i1000|--intervention-weight 1000"
+  "i300-b32|--intervention-weight 300 --intervention-batch 32"
+  "i300-b64|--intervention-weight 300 --intervention-batch 64"
+  "i1000-b64|--intervention-weight 1000 --intervention-batch 64"
+  "i300-s8|--intervention-weight 300 --style-kl-weight 8"
 )
 stamp "sweep: ${#configs[@]} runs side by side, $SWEEP_EPOCHS epochs of $SWEEP_LIMIT faces, at most $SWEEP_MINUTES min each"
 pids=()
@@ -52,6 +53,7 @@ for c in "${configs[@]}"; do
   name=${c%%|*}; flags=${c#*|}
   ( timeout $(( SWEEP_MINUTES * 60 + 150 )) $PY -m train --dataset synthetic --sup-frac 1 --limit "$SWEEP_LIMIT" \
       --epochs "$SWEEP_EPOCHS" --batch-size 64 --lr 1e-3 --lr-schedule cosine --k 100 --classification-weight 300 \
+      --likelihood gaussian --style-kl-weight 4 \
       --device "$DEVICE" --threads 2 --max-minutes "$SWEEP_MINUTES" --no-figures --val-limit 500 --eval-limit 1000 \
       --out "runs/sweep/$name" $flags > "$OUT/sweep-$name.log" 2>&1
     echo "exit $?" >> "$OUT/sweep-$name.log" ) &
@@ -72,6 +74,7 @@ for run in sorted(pathlib.Path("runs/sweep").iterdir()):
     r = {"epochs": log[-1]["epoch"] if log else None, "seconds": log[-1]["seconds"] if log else None,
          "acc": m["mean_accuracy"], "acc_min": worst(m["per_label_accuracy"]), "psnr": m["psnr"],
          "interv": m.get("intervention_success_mean"), "interv_min": worst(m.get("intervention_success", {})),
+         "interv_feasible_min": worst(m.get("intervention_success_feasible", {})),
          "leak": m.get("intervention_leakage_mean"), "cond": m.get("conditional_accuracy"),
          "present_min": min((d["oracle_present"] for d in m.get("diversity", {}).values()), default=None),
          "present_mean": m.get("diversity_present_mean"), "scale": log[-1].get("sup_likelihood_scale") if log else None}
