@@ -1,8 +1,8 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here (300 faces, the oracle judging 100; measured there: PSNR 26.13, intervention
-success 0.857, feasible 0.907, conditional accuracy 0.918). Labels below the issue's 0.90
+smaller sample here (300 faces, the oracle judging 100; measured there on 2026-11-29: PSNR 26.33,
+intervention success 0.872, feasible 0.917, conditional accuracy 0.910). Labels below the issue's 0.90
 intervention bar are listed in the README; the means are asserted at their measured level less
 that margin, so a regression still fails.
 """
@@ -59,5 +59,8 @@ def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
 def test_resampling_a_characteristic_varies_the_image(metrics):
     for label, d in metrics["diversity"].items():
         assert d["variance"] > 0, label
-    for label in ("Bangs", "Eyeglasses", "Male", "No_Beard", "Smiling"):
-        assert metrics["diversity"][label]["oracle_present"] >= 0.8, label
+    # a new variant of a characteristic the face has: the oracle still sees it (measured on these
+    # 100 faces: 0.87 to 1.0 for every label but Wearing_Earrings, 0.51; README)
+    for label, d in metrics["diversity"].items():
+        assert d["oracle_present"] >= (0.4 if label == "Wearing_Earrings" else 0.8), (label, d["oracle_present"])
+        assert d["faces_with_label"] > 0, label
