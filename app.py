@@ -184,10 +184,13 @@ class Editor:
         """
         return png_data_url(images.to_pil(self.decoder(z)[0]))
 
+    def _rounded(self, i: int, value: float) -> float:
+        step = self.ranges[i][2]
+        return round(value, max(0, -math.floor(math.log10(step))))
+
     def slider_value(self, z: torch.Tensor, i: int) -> float:
-        low, high, step = self.ranges[i]
-        digits = max(0, -math.floor(math.log10(step)))
-        return min(max(round(float(z[0, i]), digits), low), high)
+        low, high, _ = self.ranges[i]
+        return min(max(self._rounded(i, float(z[0, i])), low), high)
 
     def prob_html(self, p: float) -> str:
         return (
@@ -273,10 +276,19 @@ class Editor:
         if present is None:
             present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
         seed = pick_seed(seed)
-        z = editing.resample_latent(
-            self.model, session.z, i, present=present, generator=self._generator(seed)
+        # A draw from p(z_i | y_i = present) truncated to the slider's range and unlike the
+        # slider's current value: a draw beyond the range would be shown at its end, the same
+        # face as before whenever the slider already sits there. Failing that (a range far from
+        # the prior), the first draw, shown at the end of the range.
+        low, high, _ = self.ranges[i]
+        current = self.slider_value(session.z, i)
+        draws = editing.sample_characteristic(
+            self.model, i, present, 64, generator=self._generator(seed)
+        ).tolist()
+        value = next(
+            (d for d in draws if low <= d <= high and self._rounded(i, d) != current), draws[0]
         )
-        # The slider cannot leave its range; a rare draw beyond it is shown at the end.
+        z = editing.set_latent(session.z, i, value)
         z = editing.set_latent(z, i, self.slider_value(z, i))
         p = float(editing.label_probs(self.model, z)[0, i])
         side = "present" if present else "absent"

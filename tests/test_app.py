@@ -182,6 +182,17 @@ def test_resample_is_reproducible_by_seed_and_differs_between_seeds(editor, sess
     assert (a[3].z != session.z)[0].tolist() == [True] + [False] * 5
 
 
+def test_resample_at_the_end_of_the_range_always_gives_a_new_value_inside_it(editor, session):
+    # A draw beyond the range used to be shown at its end: with the slider already there the
+    # face did not change (a Resample click that did nothing, seen as a flaky browser test).
+    for i in range(len(editor.labels)):
+        low, high, _ = editor.ranges[i]
+        for end, present in ((high, True), (low, False)):
+            at_end = editor.slide(i, end, session)[2]
+            values = [editor.resample(i, at_end, present=present, seed=seed)[1] for seed in range(40)]
+            assert all(low <= v <= high and v != end for v in values), (i, end, values)
+
+
 def test_add_draws_from_present_and_remove_from_absent(editor, session):
     # Same seed -> same standard normal draw; the "present" mean lies above the "absent" one.
     for seed in range(5):
