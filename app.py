@@ -184,13 +184,13 @@ class Editor:
         """
         return png_data_url(images.to_pil(self.decoder(z)[0]))
 
-    def _rounded(self, i: int, value: float) -> float:
-        step = self.ranges[i][2]
-        return round(value, max(0, -math.floor(math.log10(step))))
+    def shown_value(self, i: int, value: float) -> float:
+        """``value`` as slider i shows it: rounded to its step, clamped to its range."""
+        low, high, step = self.ranges[i]
+        return min(max(round(value, max(0, -math.floor(math.log10(step)))), low), high)
 
     def slider_value(self, z: torch.Tensor, i: int) -> float:
-        low, high, _ = self.ranges[i]
-        return min(max(self._rounded(i, float(z[0, i])), low), high)
+        return self.shown_value(i, float(z[0, i]))
 
     def prob_html(self, p: float) -> str:
         return (
@@ -286,10 +286,9 @@ class Editor:
             self.model, i, present, 64, generator=self._generator(seed)
         ).tolist()
         value = next(
-            (d for d in draws if low <= d <= high and self._rounded(i, d) != current), draws[0]
+            (d for d in draws if low <= d <= high and self.shown_value(i, d) != current), draws[0]
         )
-        z = editing.set_latent(session.z, i, value)
-        z = editing.set_latent(z, i, self.slider_value(z, i))
+        z = editing.set_latent(session.z, i, self.shown_value(i, value))
         p = float(editing.label_probs(self.model, z)[0, i])
         side = "present" if present else "absent"
         status = f"{self.labels[i]}: new sample with it {side} (seed {seed})."

@@ -110,6 +110,9 @@ def supervised(
         raise ValueError(f"unknown weight_grad {weight_grad!r}; expected one of {WEIGHT_GRADS}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if intervention_weight < 0 or intervention_batch < 1:
+        raise ValueError(f"intervention_weight must be >= 0 and intervention_batch >= 1, "
+                         f"got {intervention_weight} and {intervention_batch}")
     L = model.num_labels
     y = y.to(torch.promote_types(y.dtype, torch.float32)) if y.is_floating_point() else y.float()
     if y.shape != (x.shape[0], L):
@@ -167,9 +170,6 @@ def supervised(
             "likelihood_scale": model.likelihood_scale(),
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
-    if intervention_weight < 0 or intervention_batch < 1:
-        raise ValueError(f"intervention_weight must be >= 0 and intervention_batch >= 1, "
-                         f"got {intervention_weight} and {intervention_batch}")
     if intervention_weight > 0:
         log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator)
         loss = loss - intervention_weight * log_q_edit.mean()
@@ -195,7 +195,7 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
     eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
     z_i = loc[v, i] + scale[v, i] * eps  # (B, 1): z_i ~ p(z_i | y_i = v)
-    x_edit = torch.sigmoid(model.decode_logits(z.scatter(1, i, z_i.to(z.dtype))))
+    x_edit = model.decode(z.scatter(1, i, z_i.to(z.dtype)))  # (B, C, H, W), the mean image
     judge = {name: p.detach() for name, p in model.encoder.named_parameters()}
     loc_edit, _ = torch.func.functional_call(model.encoder, judge, (x_edit,))
     logit = upcast(loc_edit.gather(1, i)) * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]

@@ -169,13 +169,18 @@ def test_bad_arguments_are_named():
         objective.unsupervised(model, torch.rand(2, 3, 32, 32))
 
 
-def test_loss_options_leave_the_bound_alone_and_add_their_terms():
+def _plain_supervised():
+    """A tiny float64 model, a batch (x, y), q(z|x), 5 samples z and Eq. 1 alone at them."""
     model = tiny_model().double()
     x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
     y = torch.randint(0, 2, (4, 3)).double()
     q = model.encode(x)
     z = q.sample(5)
-    plain = objective.supervised(model, x, y, z=z, posterior=q)
+    return model, x, y, q, z, objective.supervised(model, x, y, z=z, posterior=q)
+
+
+def test_loss_options_leave_the_bound_alone_and_add_their_terms():
+    model, x, y, q, z, plain = _plain_supervised()
     tuned = objective.supervised(model, x, y, z=z, posterior=q, classification_weight=10.0, style_kl_weight=3.0)
     torch.testing.assert_close(tuned.bound, plain.bound)
     L = model.num_labels
@@ -225,12 +230,7 @@ def test_intervention_consistency_judge_gets_no_gradient_through_the_edited_imag
 
 
 def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
-    model = tiny_model().double()
-    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
-    y = torch.randint(0, 2, (4, 3)).double()
-    q = model.encode(x)
-    z = q.sample(5)
-    plain = objective.supervised(model, x, y, z=z, posterior=q)
+    model, x, y, q, z, plain = _plain_supervised()
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     tuned = objective.supervised(model, x, y, z=z, posterior=q, intervention_weight=5.0, intervention_batch=3, generator=g1)
     torch.testing.assert_close(tuned.bound, plain.bound)
