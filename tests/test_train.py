@@ -45,6 +45,17 @@ def test_one_epoch_writes_a_loadable_model_with_card_and_figures(tmp_path):
     assert not torch.allclose(model.label_prior, torch.full_like(model.label_prior, 0.5))
 
 
+def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
+    gamma = ["--intervention-weight", "10", "--intervention-batch", "4"]
+    assert run(tmp_path / "late", "--epochs", "2", *gamma, "--intervention-start", "1") == 0
+    log = [json.loads(line) for line in (tmp_path / "late" / "log.jsonl").read_text().splitlines()]
+    assert "sup_intervention_accuracy" not in log[0]  # epoch 1: Eq. 1 alone
+    assert 0.0 <= log[1]["sup_intervention_accuracy"] <= 1.0  # epoch 2: the edits are trained
+    assert trainer.intervention_weight(trainer.parse_args([*QUICK, "--out", "x", *gamma, "--intervention-start", "1.5"]), 1.49) == 0
+    assert run(tmp_path / "bad", "--epochs", "1", *gamma, "--intervention-start", "-1") == 2
+    assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
+
+
 def _weights(path: Path) -> dict:
     return load_file(str(path / "state" / "model.safetensors"))
 

@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and encoded again (not in the paper; 0 = off; see ccvae.objective.intervention_consistency)")
     o.add_argument("--intervention-batch", type=int, default=16, help="rows of each labelled batch that get an edit "
                    "when --intervention-weight > 0")
+    o.add_argument("--intervention-start", type=float, default=0.0,
+                   help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
+                        "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
     o.add_argument("--weight-grad", choices=list(objective.WEIGHT_GRADS), default="characteristic", help="gradient of the importance weight (see ccvae.objective)")
     o.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order, sampling)")
     r = p.add_argument_group("run")
@@ -121,6 +124,12 @@ def _rank_divergence(model: torch.nn.Module) -> float:
     return diff.item()
 
 
+def intervention_weight(args: argparse.Namespace, position: float) -> float:
+    """gamma at a (fractional) epoch: 0 before --intervention-start, --intervention-weight from it on.
+    A function of the position alone, so a resumed run switches at the same step."""
+    return args.intervention_weight if position >= args.intervention_start else 0.0
+
+
 def lr_schedule(args: argparse.Namespace):
     """None for a constant rate, else epoch (fractional) -> learning rate: a cosine from --lr at
     the start to --lr * --min-lr-ratio at --epochs. A function of the position alone, so a resumed
@@ -155,6 +164,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of ranks ({world})")
     if not 0.0 <= args.sup_frac <= 1.0:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
+    if not args.intervention_start >= 0:
+        raise ValueError(f"--intervention-start must be an epoch >= 0, got {args.intervention_start}")
     out: Path = args.out
     if args.resume and not (out / "state").is_dir():
         raise FileNotFoundError(f"--resume: no saved state in {out / 'state'}")
@@ -253,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
                                                       weight_grad=args.weight_grad,
                                                       classification_weight=args.classification_weight,
                                                       style_kl_weight=args.style_kl_weight,
-                                                      intervention_weight=args.intervention_weight,
+                                                      intervention_weight=intervention_weight(args, epoch + b / len(plan)),
                                                       intervention_batch=args.intervention_batch)
                 else:
                     unl_seen += 1
