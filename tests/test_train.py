@@ -247,3 +247,35 @@ def test_diversity_present_counts_the_faces_that_show_the_label():
     # without labels there is no way to tell which faces show it: every face counts
     m = oracle_metrics(model, ReadsTheTruthOfResamples(), images, n=n, resamples=R, batch_size=n)
     assert m["diversity"]["Eyeglasses"]["oracle_present"] == pytest.approx(0.5)
+
+
+def test_reconstruction_present_counts_the_reconstructions_that_keep_the_label():
+    """reconstruction_present: of the faces that show label i, the share whose plain
+    reconstruction (the oracle's first reading of a batch) still shows it."""
+    from conftest import tiny_model
+    from train.evaluate import oracle_metrics
+
+    model = tiny_model().eval()
+    n = 12
+    labels = np.array([[i % 2, i % 3 == 0, 1] for i in range(n)], dtype=np.int64)  # (n, 3)
+    kept = np.arange(n) % 4 != 0  # the reconstructions of rows 0, 4, 8 lose every label
+
+    class LosesSomeInReconstruction(torch.nn.Module):
+        label_names = list(model.label_names)
+
+        def __init__(self):
+            super().__init__()
+            self.where = torch.nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def predict(self, x):
+            self.calls += 1
+            truth = torch.as_tensor(labels[:x.shape[0]] * kept[:x.shape[0], None], dtype=torch.bool)
+            return truth if self.calls == 1 else torch.zeros(x.shape[0], 3, dtype=torch.bool)
+
+    images = np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    m = oracle_metrics(model, LosesSomeInReconstruction(), images, n=n, resamples=2, batch_size=n, labels=labels)
+    for j, name in enumerate(model.label_names):
+        has = labels[:, j] == 1
+        assert m["reconstruction_present"][name] == pytest.approx(kept[has].mean()), name
+    assert m["reconstruction_present"]["Male"] == pytest.approx(9 / 12)  # label 2 is on every face; rows 0, 4, 8 lose it

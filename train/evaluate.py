@@ -19,6 +19,9 @@ generates:
   yardstick), and the fraction of those resamples in which the oracle still sees the label:
   oracle_present over the faces that show the label (a new variant of their glasses, hat, ...),
   oracle_present_all_faces over every face (for a face without it, an edit too).
+- reconstruction_present: per label, over the faces that show it, the fraction whose plain
+  reconstruction the oracle reads as showing it: the yardstick for the two rates above, since a
+  characteristic the decoder blurs away (small earrings) cannot survive a resample either.
 """
 from __future__ import annotations
 
@@ -127,6 +130,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
     cond_hits = np.zeros(len(names))
     div_var, style_var, present = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
     shown_present, shown = np.zeros(len(names)), np.zeros(len(names))  # resamples of faces that show the label
+    rec_present = np.zeros(len(names))  # reconstructions of those faces the oracle reads as showing it
     seen = 0
     total = min(n, len(images))
     for start in range(0, total, batch_size):
@@ -162,6 +166,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
                 has = y_all[start:start + B, a] == 1
                 shown_present[a] += seen_r[has].sum()
                 shown[a] += has.sum()
+                rec_present[a] += base[:, a].cpu().numpy()[has].sum()
         if model.style_dim:
             # the yardstick: resampling one style latent, averaged over the latents the model uses
             # (a collapsed one, posterior = prior for every image, changes nothing when resampled
@@ -184,7 +189,8 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         rate = f_hits / np.maximum(f_count, 1)
         extra = {"intervention_success_feasible": dict(zip(names, map(float, rate))),
                  "intervention_success_feasible_mean": float(rate.mean()),
-                 "intervention_feasible_fraction": dict(zip(names, map(float, f_count / (2 * seen))))}
+                 "intervention_feasible_fraction": dict(zip(names, map(float, f_count / (2 * seen)))),
+                 "reconstruction_present": dict(zip(names, map(float, rec_present / np.maximum(shown, 1))))}
     return {
         **extra,
         "intervention_success": per(success), "intervention_success_mean": float((success / seen).mean()),
@@ -220,6 +226,7 @@ def _per_label(m: dict) -> dict:
     for key, col in (("intervention_success", "interv. success"),
                      ("intervention_success_feasible", "interv. success (feasible)"),
                      ("intervention_leakage", "interv. leakage"),
+                     ("reconstruction_present", "present in reconstruction"),
                      ("conditional_accuracy_per_label", "conditional acc.")):
         for nm, v in m.get(key, {}).items():
             rows[nm][col] = v
