@@ -86,6 +86,7 @@ def supervised(
     style_kl_weight: float = 1.0,
     intervention_weight: float = 0.0,
     intervention_batch: int = 16,
+    intervention_exclusive: torch.Tensor | None = None,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -99,7 +100,9 @@ def supervised(
     intervention_weight: gamma >= 0 adds gamma * mean log q(y_i = v | z'_i) over the first
     `intervention_batch` rows to the training loss only: each of those rows has one label flipped
     in its latent and must read as flipped after decoding and encoding again (see
-    `intervention_consistency`). gamma = 0 is Eq. 1.
+    `intervention_consistency`). gamma = 0 is Eq. 1. intervention_exclusive: optional (L, L) bool,
+    True where two labels are never both present in the data; an edit that would make such a pair
+    present (a second hair colour) is not drawn.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -171,17 +174,25 @@ def supervised(
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
     if intervention_weight > 0:
-        log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator)
+        log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
+                                              exclusive=intervention_exclusive)
         loss = loss - intervention_weight * log_q_edit.mean()
         terms["intervention_accuracy"] = (log_q_edit.detach() > -math.log(2)).float().mean()
     return Objective(bound=bound, loss=loss, terms=terms)
 
 
 def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
-                             generator: torch.Generator | None = None) -> torch.Tensor:
+                             generator: torch.Generator | None = None,
+                             exclusive: torch.Tensor | None = None) -> torch.Tensor:
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
-    Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; z_i is replaced by a draw from
+    Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; with `exclusive` (L, L) bool
+    (True: labels i and j never present together in the data), i is drawn uniformly from the
+    labels whose flip is compatible with the row instead: removing a label always is, adding
+    label i is not while some label j with exclusive[i, j] is present. Adding Brown_Hair to a
+    black-haired face asks for a face the data never shows, and the opposite edit on a
+    brown-haired face decodes the same two latents to the other colour: trained together, the
+    two pull the decoder apart. z_i is replaced by a draw from
     p(z_i | y_i = v), the result decoded to its mean image x' and encoded again, and the value is
     log q(y_i = v | z'_i) at the new posterior mean z'_i: (B,). Not part of Eq. 1: a training aid
     (`supervised`'s intervention_weight) that asks the decoder to draw what z_i says rather than
@@ -190,7 +201,16 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     other than z_i (it learns not to store label i where it would override an edit).
     """
     B, L = y.shape
-    i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+    if exclusive is None:
+        i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+    else:
+        if exclusive.shape != (L, L):
+            raise ValueError(f"exclusive has shape {tuple(exclusive.shape)}, expected ({L}, {L})")
+        present = y > 0.5  # (B, L)
+        ex = exclusive.to(z.device).bool() & ~torch.eye(L, dtype=torch.bool, device=z.device)
+        blocked = (present.float() @ ex.float().T) > 0  # (B, L): some present j excludes i
+        allowed = present | ~blocked  # never empty: a present label can go, and with none present nothing blocks
+        i = torch.multinomial(allowed.float(), 1, generator=generator)  # (B, 1)
     v = 1 - y.gather(1, i).long()  # (B, 1)
     loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
     eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)

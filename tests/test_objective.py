@@ -229,6 +229,27 @@ def test_intervention_consistency_judge_gets_no_gradient_through_the_edited_imag
     assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
 
 
+def test_intervention_consistency_draws_only_edits_compatible_with_exclusive_labels():
+    model = tiny_model()
+    with torch.no_grad():  # the value names the edited label: ~0 for a removal, -20 for adding 1, -30 for adding 2
+        model.classifier_weight.zero_()
+        model.classifier_bias.copy_(torch.tensor([-10.0, -20.0, -30.0]))
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(100, 1)  # (200, 3)
+    z = torch.randn(200, model.latent_dim)
+    exclusive = torch.zeros(3, 3, dtype=torch.bool)
+    exclusive[0, 1] = exclusive[1, 0] = True  # labels 0 and 1 never present together
+    with torch.no_grad():
+        free = objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0))
+        kept = objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0),
+                                                  exclusive=exclusive)
+    added = lambda t, value: bool(((t - value).abs() < 0.01).any())  # noqa: E731
+    assert added(free[0::2], -20.0) and added(free[1::2], -10.0)  # unrestricted: exclusive pairs get made
+    assert not added(kept[0::2], -20.0) and not added(kept[1::2], -10.0)  # restricted: never
+    assert added(kept, -30.0) and added(kept, 0.0)  # the compatible edits are still drawn
+    with pytest.raises(ValueError, match=r"exclusive has shape \(2, 2\), expected \(3, 3\)"):
+        objective.intervention_consistency(model, z, y, exclusive=torch.zeros(2, 2, dtype=torch.bool))
+
+
 def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
     model, x, y, q, z, plain = _plain_supervised()
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

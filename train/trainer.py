@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and encoded again (not in the paper; 0 = off; see ccvae.objective.intervention_consistency)")
     o.add_argument("--intervention-batch", type=int, default=16, help="rows of each labelled batch that get an edit "
                    "when --intervention-weight > 0")
+    o.add_argument("--intervention-flips", choices=["compatible", "all"], default="compatible",
+                   help="which edits --intervention-weight trains: compatible skips adding a label that the labelled "
+                        "data never shows together with one the face has (a second hair colour); all draws any flip")
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
@@ -206,6 +209,11 @@ def main(args: argparse.Namespace) -> int:
 
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
+    exclusive = None  # (L, L) bool: label pairs never present together in the labelled data
+    if args.intervention_weight > 0 and args.intervention_flips == "compatible" and len(labelled):
+        from .evaluate import pair_support
+
+        exclusive = torch.from_numpy(~pair_support(np.asarray(labelled.labels))[:, 1, :, 1]).to(device)
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
@@ -265,7 +273,8 @@ def main(args: argparse.Namespace) -> int:
                                                       classification_weight=args.classification_weight,
                                                       style_kl_weight=args.style_kl_weight,
                                                       intervention_weight=intervention_weight(args, epoch + b / len(plan)),
-                                                      intervention_batch=args.intervention_batch)
+                                                      intervention_batch=args.intervention_batch,
+                                                      intervention_exclusive=exclusive)
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
