@@ -1,10 +1,11 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here (300 faces, the oracle judging 100; measured there on 2026-11-29: PSNR 26.33,
-intervention success 0.872, feasible 0.917, conditional accuracy 0.910). Labels below the issue's 0.90
-intervention bar are listed in the README; the means are asserted at their measured level less
-that margin, so a regression still fails.
+smaller sample here (300 faces, the oracle judging 100; measured there on 2026-11-29 for the v5
+model: PSNR 26.19, intervention success 0.934, feasible 0.979 (every label 0.908 or more),
+conditional accuracy 0.926). Labels below the issue's 0.90 intervention bar are listed in the
+README; the means are asserted at their measured level less that margin, so a regression still
+fails.
 """
 from pathlib import Path
 
@@ -48,19 +49,22 @@ def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
     assert metrics["intervention_leakage_mean"] <= 0.05
     success = metrics["intervention_success"]
     strong = ("Bangs", "Eyeglasses", "Male", "Mouth_Slightly_Open", "Narrow_Eyes", "No_Beard", "Pale_Skin",
-              "Smiling", "Wearing_Necktie")
+              "Smiling", "Wearing_Earrings", "Wearing_Hat", "Wearing_Necktie")
     for label in strong:
-        assert success[label] >= 0.85, (label, success[label])
-    assert metrics["intervention_success_mean"] >= 0.80
-    assert metrics["intervention_success_feasible_mean"] >= 0.84
-    assert metrics["conditional_accuracy"] >= 0.88
+        assert success[label] >= 0.88, (label, success[label])
+    # the edits the data can show work for every label (hair colours and Bald included)
+    for label, rate in metrics["intervention_success_feasible"].items():
+        assert rate >= 0.85, (label, rate)
+    assert metrics["intervention_success_mean"] >= 0.90
+    assert metrics["intervention_success_feasible_mean"] >= 0.94
+    assert metrics["conditional_accuracy"] >= 0.90
 
 
 def test_resampling_a_characteristic_varies_the_image(metrics):
     for label, d in metrics["diversity"].items():
         assert d["variance"] > 0, label
     # a new variant of a characteristic the face has: the oracle still sees it (measured on these
-    # 100 faces: 0.87 to 1.0 for every label but Wearing_Earrings, 0.51; README)
+    # 100 faces: 0.94 to 1.0 for every label but Wearing_Earrings, 0.79; README)
     for label, d in metrics["diversity"].items():
-        assert d["oracle_present"] >= (0.4 if label == "Wearing_Earrings" else 0.8), (label, d["oracle_present"])
+        assert d["oracle_present"] >= (0.7 if label == "Wearing_Earrings" else 0.88), (label, d["oracle_present"])
         assert d["faces_with_label"] > 0, label
