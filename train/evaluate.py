@@ -84,6 +84,12 @@ def pair_support(labels: np.ndarray) -> np.ndarray:
     return counts > 0
 
 
+def never_together(labels: np.ndarray) -> np.ndarray:
+    """(L, L) bool: True where labels i and j are never both present in a row of `labels` (N, L),
+    e.g. two hair colours; the diagonal marks labels never present at all."""
+    return ~pair_support(labels)[:, 1, :, 1]
+
+
 def feasible_interventions(labels: np.ndarray, support: np.ndarray) -> np.ndarray:
     """(N, L, 2) bool: whether setting label i to v in each row of `labels` gives a combination
     whose every pair (i = v, j = y_j) occurs in `support` (see pair_support)."""
@@ -139,6 +145,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         seen += B
         z = editing.encode(model, x)
         base = read(editing.decode(model, z))
+        base_np = base.cpu().numpy()
         for a, i in enumerate(mi):
             for v in (0, 1):
                 seen_v = read(editing.decode(model, editing.set_latent(z, i, loc[v, i])))
@@ -166,7 +173,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
                 has = y_all[start:start + B, a] == 1
                 shown_present[a] += seen_r[has].sum()
                 shown[a] += has.sum()
-                rec_present[a] += base[:, a].cpu().numpy()[has].sum()
+                rec_present[a] += base_np[has, a].sum()
         if model.style_dim:
             # the yardstick: resampling one style latent, averaged over the latents the model uses
             # (a collapsed one, posterior = prior for every image, changes nothing when resampled

@@ -24,7 +24,7 @@ import torch
 from ccvae import CCVAE, editing
 
 from . import batches
-from .evaluate import DEFAULT_ORACLE, pair_support
+from .evaluate import DEFAULT_ORACLE, never_together
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main() -> None:
     model = CCVAE.from_pretrained(args.checkpoint).eval()
     oracle = load_oracle(DEFAULT_ORACLE).eval()
     test = load_dataset("synthetic", "test", label_names=model.label_names, image_size=model.image_size, seed=0)
-    exclusive = ~pair_support(np.asarray(test.labels))[:, 1, :, 1]  # never together in the whole test split
+    exclusive = never_together(np.asarray(test.labels))  # never together in the whole test split
     y = np.asarray(test.labels)[:args.n]
     names = model.label_names
     x = batches.to_float(batches.load(test.images[:args.n]))

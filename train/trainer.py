@@ -211,9 +211,9 @@ def main(args: argparse.Namespace) -> int:
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
     exclusive = None  # (L, L) bool: label pairs never present together in the labelled data
     if args.intervention_weight > 0 and args.intervention_flips == "compatible" and len(labelled):
-        from .evaluate import pair_support
+        from .evaluate import never_together
 
-        exclusive = torch.from_numpy(~pair_support(np.asarray(labelled.labels))[:, 1, :, 1]).to(device)
+        exclusive = torch.from_numpy(never_together(np.asarray(labelled.labels))).to(device)
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
