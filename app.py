@@ -50,8 +50,10 @@ that label's latent, between the values typical of faces *without* it (the "abse
 classifier's probability that the characteristic is present. **Resample** draws a new value for
 that one latent from what the model learned about faces on the slider's current side (a new
 pair of glasses, a different smile); **Add** and **Remove** draw from the "present" or "absent"
-side. **Resample style** keeps every characteristic and draws new style latents. Random draws
-use the seed shown in the status line, so any result can be reproduced.
+side. Labels the training data never shows together (the hair colours) stay exclusive: moving
+one to "present" moves the others that are present to "absent", since two at once describe a
+face the model never saw. **Resample style** keeps every characteristic and draws new style
+latents. Random draws use the seed shown in the status line, so any result can be reproduced.
 """
 
 CSS = """
@@ -149,6 +151,8 @@ class Editor:
         self.decoder = MicroBatcher(lambda z: editing.decode(model, z), max_batch=max_batch,
                                     max_wait_s=batch_wait_s, name="face decoder")
         self.labels: list[str] = list(model.label_names)
+        # the labels kept exclusive with each one (model.exclusive): an edit of label i may clear them
+        self.partners: list[list[int]] = [torch.nonzero(row).flatten().tolist() for row in model.exclusive]
         self.size: int = model.image_size
         self.ranges: list[tuple[float, float, float]] = []  # slider (minimum, maximum, step)
         self.is_flipped: list[bool] = []  # True when "present" is the slider's left end
@@ -200,6 +204,13 @@ class Editor:
 
     def probs(self, z: torch.Tensor) -> list[float]:
         return [float(p) for p in editing.label_probs(self.model, z)[0]]
+
+    def partner_outputs(self, i: int, z: torch.Tensor) -> list:
+        """The sliders, then the probabilities, of the labels kept exclusive with label i: the
+        outputs an edit of label i adds, since `editing.intervene` may have cleared them."""
+        probs = self.probs(z)
+        return [*(self.slider_value(z, j) for j in self.partners[i]),
+                *(self.prob_html(probs[j]) for j in self.partners[i])]
 
     def view(self, session: Session, status: str) -> tuple:
         """Outputs shared by every whole-face action: edited, sliders, probs, session, status."""
@@ -262,17 +273,22 @@ class Editor:
     # ---- one label -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def slide(self, i: int, value: float, session: Session) -> tuple[str, str, Session]:
-        """Slider i moved to ``value``: decode one face, update q(y_i | z_i) (no other changes)."""
-        z = editing.set_latent(session.z, i, float(value))
+    def slide(self, i: int, value: float, session: Session) -> tuple:
+        """Slider i moved to ``value``: decode one face, update q(y_i | z_i). Returns the face,
+        that probability, the new session, then :meth:`partner_outputs` (where label i now reads
+        present, `editing.intervene` has moved the exclusive labels that were present to absent;
+        nothing else changes)."""
+        z = editing.intervene(self.model, session.z, i, float(value))
         p = float(editing.label_probs(self.model, z)[0, i])
-        return self.face(z), self.prob_html(p), session._replace(z=z)
+        return (self.face(z), self.prob_html(p), session._replace(z=z), *self.partner_outputs(i, z))
 
     @torch.no_grad()
     def resample(
         self, i: int, session: Session, *, present: bool | None = None, seed: int | None = None
-    ) -> tuple[str, float, str, Session, str]:
-        """New z_i ~ p(z_i | y_i = present); present=None keeps the side the face is on."""
+    ) -> tuple:
+        """New z_i ~ p(z_i | y_i = present); present=None keeps the side the face is on. Returns
+        the face, slider i, its probability, the session, the status, then :meth:`partner_outputs`
+        (adding a hair colour clears the one the face had, as a slider move does)."""
         if present is None:
             present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
         seed = pick_seed(seed)
@@ -288,11 +304,12 @@ class Editor:
         value = next(
             (d for d in draws if low <= d <= high and self.shown_value(i, d) != current), draws[0]
         )
-        z = editing.set_latent(session.z, i, self.shown_value(i, value))
+        z = editing.intervene(self.model, session.z, i, self.shown_value(i, value))
         p = float(editing.label_probs(self.model, z)[0, i])
         side = "present" if present else "absent"
         status = f"{self.labels[i]}: new sample with it {side} (seed {seed})."
-        return self.face(z), self.slider_value(z, i), self.prob_html(p), session._replace(z=z), status
+        return (self.face(z), self.slider_value(z, i), self.prob_html(p), session._replace(z=z), status,
+                *self.partner_outputs(i, z))
 
     # ---- the whole face ------------------------------------------------------------------
 
@@ -354,7 +371,8 @@ class Editor:
         i = self.label_index(label)
         if session.z_donor is None:
             raise gr.Error("Choose a second face first (Random second face or upload one).")
-        z = editing.swap(session.z, session.z_donor, i)
+        # the donor's value of z_i, as a slider move would set it (a donor's hair colour replaces this face's)
+        z = editing.intervene(self.model, session.z, i, session.z_donor[:, i])
         return self.view(session._replace(z=z), f"{label} swapped in from the second face.")
 
 
@@ -391,8 +409,10 @@ STOP_LOADER_LOOP_JS = """(() => {
 # sets the latency. So while a slider is dragged the page calls a server function of the edited
 # face (``gr.HTML(server_functions=...)``, one plain POST to /component_server) with the
 # session's hash, the label and the value; the server updates that session's gr.State, as the
-# slider's event would, and answers with the face and q(y_i | z_i), which the page shows through
-# the components' own ``props`` (so Gradio's view of their values stays true). At most one move
+# slider's event would, and answers with the face and q(y_i | z_i) (and the q of the labels kept
+# exclusive with label i, which the move may have cleared; their sliders follow at the release
+# event), which the page shows through the components' own ``props`` (so Gradio's view of their
+# values stays true). At most one move
 # per page is in flight and the last position of every slider is always sent. The slider's
 # ``release`` event (end of a drag) runs the same edit through Gradio, which is also the API
 # (``/slide_<label>``).
@@ -409,7 +429,9 @@ async function pump() {
       const answer = await server.live_slide([window.__gradio_session_hash__, index, value]);
       if (answer && answer.face) {
         props.value = answer.face;
-        (window.__ccvae_probs || {})[index]?.(answer.prob);
+        const probs = window.__ccvae_probs || {};
+        probs[index]?.(answer.prob);
+        for (const [other, html] of Object.entries(answer.others || {})) probs[other]?.(html);
       } else {
         console.warn("live slider move refused:", answer && answer.error);
       }
@@ -504,7 +526,8 @@ def build_demo(
 
     def live_slide(data, request: gr.Request) -> dict[str, str]:
         """The page's live slider move (LIVE_SLIDER_JS): ``[session hash, label index, value]``
-        -> ``{"face": data URL, "prob": html}``, the session's gr.State updated as
+        -> ``{"face": data URL, "prob": html, "others": {index: html}}`` (``others``: the
+        probabilities of the labels kept exclusive with this one), the session's gr.State updated as
         :meth:`Editor.slide` updates it for the slider's own event. A value beyond the slider's
         range is shown at its end; a malformed move is answered ``{"error": message}``."""
         try:
@@ -517,9 +540,11 @@ def build_demo(
             return {"error": error.message}
         states = server.state_holder[session_hash]
         low, high, _ = editor.ranges[i]
-        face, prob, new_session = editor.slide(i, min(max(value, low), high), states[session._id])
+        face, prob, new_session, *partners = editor.slide(i, min(max(value, low), high), states[session._id])
         states[session._id] = new_session
-        return {"face": face, "prob": prob}
+        # the exclusive labels' probabilities (their sliders follow at the release event)
+        others = dict(zip(map(str, editor.partners[i]), partners[len(editor.partners[i]):]))
+        return {"face": face, "prob": prob, "others": others}
 
     with gr.Blocks(title="CCVAE face editor", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -642,12 +667,13 @@ def build_demo(
             # end of a drag (or of typing a value) goes through this event, which is also the API.
             # Off the queue: one HTTP request, answered at once, never waiting behind a grid;
             # always_last keeps at most one in flight per session.
+            partners = [sliders[j] for j in editor.partners[i]] + [probs[j] for j in editor.partners[i]]
             sliders[i].release(
-                slide, [sliders[i], session], [edited_face, probs[i], session],
+                slide, [sliders[i], session], [edited_face, probs[i], session, *partners],
                 api_name=f"slide_{slug(name)}", trigger_mode="always_last",
                 show_progress="hidden", queue=False,
             )
-            outputs = [edited_face, sliders[i], probs[i], session, status]
+            outputs = [edited_face, sliders[i], probs[i], session, status, *partners]
             for button, fn, verb in zip(label_buttons[i], (resample, add, remove), ("resample", "add", "remove")):
                 button.click(fn, session, outputs, api_name=f"{verb}_{slug(name)}", show_progress="hidden")
 

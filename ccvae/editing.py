@@ -62,6 +62,27 @@ def set_latent(z: torch.Tensor, index: int, value: float | torch.Tensor) -> torc
 
 
 @torch.no_grad()
+def intervene(model, z: torch.Tensor, label: int | str, value: float | torch.Tensor) -> torch.Tensor:
+    """do(y_i) through z_i: a copy of z (B, D) with z_i = value, and, where that value reads
+    present (q(y_i = 1 | z_i) >= 0.5), every label j the model keeps exclusive with i
+    (`model.exclusive`, e.g. the other hair colours) that reads present set to the mean of
+    p(z_j | y_j = 0). Two exclusive latents at "present" describe a face the data never shows
+    (black and brown hair), which the decoder can draw only one way; clearing the other one
+    makes the edit ask for a face it can draw. Without exclusive labels this is `set_latent`.
+    """
+    i = model.label_index(label)
+    out = set_latent(z, i, value)
+    partners = torch.nonzero(model.exclusive[i]).flatten().tolist()
+    if partners:
+        present = label_probs(model, out) >= 0.5  # (..., L)
+        absent_loc = model.prior_params()[0][0].to(out.dtype)  # (L,): means of p(z_j | y_j = 0)
+        for j in partners:
+            clear = present[..., i] & present[..., j]
+            out[..., j] = torch.where(clear, absent_loc[j], out[..., j])
+    return out
+
+
+@torch.no_grad()
 def sample_characteristic(model, label: int | str, present: bool | torch.Tensor, n: int,
                           *, generator: torch.Generator | None = None) -> torch.Tensor:
     """n draws of z_i ~ p(z_i | y_i = present): (n,)."""

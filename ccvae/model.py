@@ -56,6 +56,9 @@ class CCVAE(
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.
     prior_separation: initial distance between the means of p(z_i|y_i=0) and p(z_i|y_i=1)
         (at -sep/2 and +sep/2; the official code starts both at 0, so nothing breaks the tie).
+    exclusive_labels: pairs of label names the training data never shows present together
+        (the hair colours), found by training; `editing.intervene` clears one when the other is
+        set present, so an edit asks for a face the data can show. Empty: no pair.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class CCVAE(
         likelihood_scale: float = 0.1,
         learn_scale: bool = True,
         prior_separation: float = 2.0,
+        exclusive_labels: Sequence[Sequence[str]] = (),
     ):
         super().__init__()
         label_names = [str(n) for n in label_names]
@@ -85,11 +89,18 @@ class CCVAE(
         if not likelihood_scale > 0:
             raise ValueError(f"likelihood_scale must be positive, got {likelihood_scale}")
         channels = tuple(int(c) for c in (channels if channels is not None else default_channels(image_size)))
+        pairs = []
+        for pair in exclusive_labels:
+            pair = [str(n) for n in pair] if not isinstance(pair, str) else [pair]
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(label_names):
+                raise ValueError(f"exclusive_labels: {pair} is not a pair of two different labels among {label_names}")
+            pairs.append(sorted(pair, key=label_names.index))
+        pairs = sorted({tuple(p) for p in pairs}, key=lambda p: (label_names.index(p[0]), label_names.index(p[1])))
         self.config = dict(
             label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
             in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
             likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
-            prior_separation=float(prior_separation),
+            prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
         )
         L = len(label_names)
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
@@ -131,6 +142,15 @@ class CCVAE(
     @property
     def device(self) -> torch.device:
         return self.classifier_bias.device
+
+    @property
+    def exclusive(self) -> torch.Tensor:
+        """(L, L) bool, symmetric: True where labels i and j are exclusive (config exclusive_labels)."""
+        out = torch.zeros(self.num_labels, self.num_labels, dtype=torch.bool)
+        for a, b in self.config["exclusive_labels"]:
+            i, j = self.label_index(a), self.label_index(b)
+            out[i, j] = out[j, i] = True
+        return out
 
     def label_index(self, name_or_index: str | int) -> int:
         """The index of a label given by name or index; a clear error otherwise."""

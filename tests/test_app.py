@@ -446,3 +446,61 @@ def test_no_result_goes_through_gradios_file_cache():
     demo = app.build_demo(visible_model())
     outputs = {type(c).__name__ for d in demo.fns.values() for c in d.outputs}
     assert outputs <= {"HTML", "Slider", "Markdown", "State"}, outputs
+
+
+# ---- exclusive labels (the hair colours) -----------------------------------------------------
+
+
+def hair_model() -> CCVAE:
+    """Two exclusive labels (as the hair colours are) and a free one; present where z_i > 0."""
+    torch.manual_seed(0)
+    model = CCVAE(label_names=["Black_Hair", "Brown_Hair", "Smiling"], latent_dim=6, image_size=SIZE,
+                  channels=[8, 8], hidden_dim=16, exclusive_labels=[["Black_Hair", "Brown_Hair"]])
+    with torch.no_grad():
+        model.prior_loc.copy_(torch.tensor([[-2.0] * 3, [2.0] * 3]))
+    return model.eval()
+
+
+def brown_haired(editor: app.Editor) -> app.Session:
+    z = torch.tensor([[-2.0, 2.0, 2.0, 0.0, 0.0, 0.0]])
+    return app.Session(z_source=z, z=z)
+
+
+def test_setting_a_hair_colour_present_clears_the_other_and_shows_it():
+    editor = app.Editor(hair_model())
+    assert editor.partners == [[1], [0], []]
+    start = brown_haired(editor)
+    low, high, _ = editor.ranges[0]
+    face, prob, s, brown_slider, brown_prob = editor.slide(0, high, start)
+    assert s.z[0, 0].item() == pytest.approx(high) and s.z[0, 1].item() == -2.0  # brown cleared
+    assert brown_slider == editor.slider_value(s.z, 1) == -2.0 and "q(present) = <b>0.12</b>" in brown_prob
+    assert s.z[0, 2].item() == 2.0 and torch.equal(s.z[:, 3:], start.z[:, 3:])  # nothing else moved
+    kept = editor.slide(0, low, start)[2]  # black stays absent: brown stays
+    assert kept.z[0, 1].item() == 2.0
+    added = editor.resample(0, start, present=True, seed=0)
+    assert len(added) == 7 and added[3].z[0, 1].item() == -2.0 and added[5] == -2.0
+    assert len(editor.slide(2, high, start)) == 3  # Smiling has no exclusive partner
+    # the second face's black hair replaces this face's brown hair
+    donor = torch.tensor([[2.0, -2.0, -2.0, 1.0, 1.0, 1.0]])
+    swapped = editor.swap("Black_Hair", start._replace(z_donor=donor))[-2]
+    assert swapped.z[0, :3].tolist() == [2.0, -2.0, 2.0]
+
+
+def test_the_release_event_and_the_live_path_show_the_cleared_label():
+    from types import SimpleNamespace
+
+    model = hair_model()
+    demo = app.build_demo(model)
+    outputs = {d.api_name: [type(c).__name__ for c in d.outputs] for d in demo.fns.values()}
+    assert outputs["slide_Black_Hair"] == ["HTML", "HTML", "State", "Slider", "HTML"]
+    assert outputs["add_Brown_Hair"] == ["HTML", "Slider", "HTML", "State", "Markdown", "Slider", "HTML"]
+    assert outputs["slide_Smiling"] == ["HTML", "HTML", "State"]
+    edited = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited")
+    state = next(c for c in demo.blocks.values() if isinstance(c, gr.State))
+    editor = app.Editor(model)
+    holder = {"h": {state._id: brown_haired(editor)}}
+    request = SimpleNamespace(app=SimpleNamespace(state_holder=holder))
+    answer = edited.server_fns[0](["h", 0, editor.ranges[0][1]], request)
+    assert set(answer) == {"face", "prob", "others"} and list(answer["others"]) == ["1"]
+    assert "q(present) = <b>0.12</b>" in answer["others"]["1"]
+    assert holder["h"][state._id].z[0, 1].item() == -2.0

@@ -86,3 +86,18 @@ def test_invalid_constructor_arguments_are_named():
         CCVAE(label_names=["a"], image_size=60)
     with pytest.raises(ValueError, match="duplicates"):
         CCVAE(label_names=["a", "a"])
+
+
+def test_exclusive_labels_travel_with_the_weights_and_old_configs_still_load(tmp_path):
+    model = tiny_model(exclusive_labels=[["Male", "Eyeglasses"]])
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["exclusive_labels"] == [["Eyeglasses", "Male"]]
+    assert CCVAE.from_pretrained(tmp_path / "m").exclusive.tolist() == model.exclusive.tolist()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["exclusive_labels"]  # a checkpoint saved before the entry existed
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert not CCVAE.from_pretrained(tmp_path / "m").exclusive.any()
+    config["exclusive_labels"] = [["Male", "Bald"]]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="invalid model: exclusive_labels: \\['Male', 'Bald'\\]"):
+        CCVAE.from_pretrained(tmp_path / "m")

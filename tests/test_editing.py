@@ -100,3 +100,34 @@ def test_label_probs_read_each_label_from_its_own_latent(setup):
     p = editing.label_probs(model, z)
     moved = editing.label_probs(model, editing.set_latent(z, 1, 10.0))
     assert torch.equal(moved[:, [0, 2]], p[:, [0, 2]]) and not torch.equal(moved[:, 1], p[:, 1])
+
+
+def test_intervene_clears_exclusive_labels_only_where_it_sets_its_own_present():
+    model = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=[["Brown_Hair", "Black_Hair"]])
+    assert model.config["exclusive_labels"] == [["Black_Hair", "Brown_Hair"]]  # in label order
+    assert model.exclusive.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+    with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i): present where z_i > 0
+        model.prior_loc.copy_(torch.tensor([[-2.0, -3.0, -2.0], [2.0, 2.0, 2.0]]))
+    z = torch.tensor([[-2.0, 2.0, 1.5, 0.1, 0.2, 0.3]]).repeat(4, 1)
+    z[2, 1] = -1.0  # row 2 has no brown hair to clear
+    out = editing.intervene(model, z, "Black_Hair", torch.tensor([2.0, -2.0, 2.0, 0.5]))
+    assert out[:, 0].tolist() == [2.0, -2.0, 2.0, 0.5]
+    # rows 0 and 3 now read black: brown goes to the mean of p(z | y = 0); row 1 stays brown-haired
+    assert out[:, 1].tolist() == [-3.0, 2.0, -1.0, -3.0]
+    assert torch.equal(out[:, 2:], z[:, 2:]) and z[0, 1] == 2.0  # the rest, and the input, untouched
+    # a label without exclusive partners, and a model without exclusive labels: set_latent
+    assert torch.equal(editing.intervene(model, z, 2, -2.0), editing.set_latent(z, 2, -2.0))
+    plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"))
+    assert plain.config["exclusive_labels"] == [] and not plain.exclusive.any()
+    assert torch.equal(editing.intervene(plain, z, 0, 2.0), editing.set_latent(z, 0, 2.0))
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ([["Black_Hair", "Black_Hair"]], "is not a pair of two different labels"),
+    ([["Black_Hair", "Red_Hair"]], "is not a pair of two different labels"),
+    (["Black_Hair"], "is not a pair of two different labels"),
+    ([["Black_Hair", "Brown_Hair", "Smiling"]], "is not a pair of two different labels"),
+])
+def test_invalid_exclusive_labels_are_named(pairs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=pairs)

@@ -57,6 +57,26 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_the_trainer_saves_the_exclusive_pairs_of_its_labelled_data(tmp_path, monkeypatch):
+    from train.data import load_dataset
+
+    seen = []
+
+    def pairs(labels, names, **kwargs):
+        seen.append(np.asarray(labels).copy())
+        return [["Black_Hair", "Blond_Hair"]]
+
+    monkeypatch.setattr(evaluate, "exclusive_pairs", pairs)
+    assert run(tmp_path / "run", "--epochs", "1", "--sup-frac", "0.5", "--intervention-weight", "1") == 0
+    model = CCVAE.from_pretrained(tmp_path / "run" / "model")
+    assert model.config["exclusive_labels"] == [["Black_Hair", "Blond_Hair"]]
+    assert "Black_Hair / Blond_Hair" in (tmp_path / "run" / "model" / "README.md").read_text()
+    # found in the labelled half of the training faces, not in all of them
+    train = load_dataset("synthetic", "train", label_names=model.label_names, limit=120)
+    assert len(seen) == 1 and seen[0].shape == (60, model.num_labels)
+    assert all((train.labels == row).all(1).any() for row in seen[0])
+
+
 def _weights(path: Path) -> dict:
     return load_file(str(path / "state" / "model.safetensors"))
 
@@ -280,3 +300,52 @@ def test_reconstruction_present_counts_the_reconstructions_that_keep_the_label()
         has = labels[:, j] == 1
         assert m["reconstruction_present"][name] == pytest.approx(kept[has].mean()), name
     assert m["reconstruction_present"]["Male"] == pytest.approx(9 / 12)  # label 2 is on every face; rows 0, 4, 8 lose it
+
+
+def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep():
+    """An oracle that, like the decoder, draws one hair colour when both latents say present
+    (black wins): the plain edit Brown -> 1 fails on black-haired faces, editing.intervene's
+    edit (black cleared) succeeds; labels without exclusive partners score the same both ways."""
+    from ccvae.distributions import DiagonalGaussian
+    from conftest import tiny_model
+    from train.evaluate import oracle_metrics
+
+    model = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=[["Black_Hair", "Brown_Hair"]])
+    model.eval()
+    with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i); p(z_i | y_i = v) at -2 and 2
+        model.prior_loc.copy_(torch.tensor([[-2.0] * 3, [2.0] * 3]))
+    n = 8
+    z = torch.zeros(n, model.latent_dim)
+    z[:, 0] = torch.tensor([2.0, -2.0] * 4)  # black-haired faces, then brown-haired ones
+    z[:, 1] = -z[:, 0]
+    z[:, 2] = torch.tensor([2.0, 2.0, -2.0, -2.0] * 2)
+    model.encode = lambda x: DiagonalGaussian(z[:x.shape[0]], torch.ones(x.shape[0], model.latent_dim))
+
+    def decode(zz):  # pixel (0, 0, j) shows whether latent j reads present
+        img = torch.zeros(zz.shape[0], 3, 16, 16)
+        img[:, 0, 0, :3] = (zz[:, :3] > 0).float()
+        return img
+
+    model.decode = decode
+
+    class OneColour(torch.nn.Module):
+        label_names = list(model.label_names)
+
+        def __init__(self):
+            super().__init__()
+            self.where = torch.nn.Parameter(torch.zeros(1))
+
+        def predict(self, x):
+            seen = x[:, 0, 0, :3] > 0.5
+            seen[:, 1] &= ~seen[:, 0]  # both colours drawn as black
+            return seen
+
+    labels = (z[:, :3] > 0).long().numpy()
+    images = np.zeros((n, 16, 16, 3), dtype=np.uint8)
+    m = oracle_metrics(model, OneColour(), images, n=n, resamples=2, batch_size=n, labels=labels)
+    assert m["intervention_success"] == {"Black_Hair": 1.0, "Brown_Hair": 0.75, "Smiling": 1.0}
+    assert m["intervention_success_consistent"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
+    assert m["intervention_success_consistent_mean"] == 1.0
+    plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling")).eval()
+    assert "intervention_success_consistent" not in oracle_metrics(plain, OneColour(), images, n=n, resamples=2,
+                                                                   batch_size=n, labels=labels)

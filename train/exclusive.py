@@ -11,6 +11,10 @@ the face had (a disentangled z_s must not tell it) can draw only one of the two,
    the score that at least one label cannot exceed);
 2. the measurement: both latents of each exclusive pair set to their y = 1 means on test faces;
    what the oracle reads.
+
+`--write-config` instead stores the pairs the model should keep exclusive (`exclusive_labels`,
+see `evaluate.exclusive_pairs`), found in the labels it was trained on, in the config.json of a
+checkpoint saved before training did that itself; the weights are left as they are.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch
 from ccvae import CCVAE, editing
 
 from . import batches
-from .evaluate import DEFAULT_ORACLE, never_together
+from .evaluate import DEFAULT_ORACLE, exclusive_pairs, never_together
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,14 +70,47 @@ def contradiction_bound(y: np.ndarray, group: list[int]) -> tuple[int, float, fl
     return fails, 1 - fails / (2 * len(group) * n), 1 - fails / len(group) / (2 * n)
 
 
-def main() -> None:
+def write_config(checkpoint: Path, train_labels: np.ndarray) -> list[list[str]]:
+    """Set the checkpoint's exclusive_labels from the labels it was trained on (N, L in the
+    model's label order) and rewrite its config.json; the weights file is rewritten unchanged."""
+    from ccvae import hub
+
+    model = CCVAE.from_pretrained(checkpoint)
+    pairs = exclusive_pairs(train_labels, model.label_names)
+    updated = CCVAE(**{**model.config, "exclusive_labels": pairs})
+    updated.load_state_dict(model.state_dict(), strict=True)
+    hub.save(updated, Path(checkpoint))
+    return pairs
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints" / "synthetic-faces"))
     p.add_argument("--n", type=int, default=500, help="test faces (the evaluation's oracle judges the first 500)")
-    args = p.parse_args()
+    w = p.add_argument_group("--write-config: the labels the checkpoint was trained on (as `python -m train` took them)")
+    w.add_argument("--write-config", action="store_true",
+                   help="store the exclusive pairs of its training labels in the checkpoint's config.json")
+    w.add_argument("--dataset", default="synthetic")
+    w.add_argument("--root", default=None)
+    w.add_argument("--labels-csv", default=None)
+    w.add_argument("--sup-frac", type=float, default=1.0)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--data-seed", type=int, default=0)
+    args = p.parse_args(argv)
     from .data import load_dataset
     from .oracle import load_oracle
 
+    if args.write_config:
+        from .data import semi_supervised
+
+        saved = CCVAE.from_pretrained(args.checkpoint)
+        train = load_dataset(args.dataset, "train", root=args.root, labels_csv=args.labels_csv,
+                             label_names=saved.label_names, image_size=saved.image_size, seed=args.data_seed)
+        labelled, _ = semi_supervised(train, args.sup_frac, seed=args.seed)
+        pairs = write_config(Path(args.checkpoint), np.asarray(labelled.labels))
+        print(f"{args.checkpoint}/config.json: exclusive_labels = {pairs} "
+              f"(from {len(labelled)} labelled {args.dataset} training images)")
+        return
     model = CCVAE.from_pretrained(args.checkpoint).eval()
     oracle = load_oracle(DEFAULT_ORACLE).eval()
     test = load_dataset("synthetic", "test", label_names=model.label_names, image_size=model.image_size, seed=0)

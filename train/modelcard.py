@@ -9,7 +9,7 @@ def metrics_table(metrics: dict) -> str:
     """A Markdown table of the headline metrics and the per-label ones."""
     lines = ["| metric | value |", "|---|---|"]
     for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
-                "intervention_leakage_mean",
+                "intervention_success_consistent_mean", "intervention_leakage_mean",
                 "conditional_accuracy", "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean"):
         if key in metrics:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
@@ -57,6 +57,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
 - labels (one characteristic latent each, in this order): {", ".join(f"`{n}`" for n in model.label_names)}
 - latents: {model.latent_dim} ({model.num_labels} characteristic + {model.style_dim} style);
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g}{" (learned)" if model.config["learn_scale"] else ""}
+- labels kept exclusive in edits (never together in its training labels): {", ".join(f"{a} / {b}" for a, b in model.config["exclusive_labels"]) or "none"}
 - trained for {counters.get("epoch", 0)} epochs ({counters.get("step", 0)} steps, {minutes:.1f} minutes of training)
 
 Command{"s (a run, then its --resume)" if len(commands) > 1 else ""}:

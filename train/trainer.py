@@ -73,8 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--intervention-batch", type=int, default=16, help="rows of each labelled batch that get an edit "
                    "when --intervention-weight > 0")
     o.add_argument("--intervention-flips", choices=["compatible", "all"], default="compatible",
-                   help="which edits --intervention-weight trains: compatible skips adding a label that the labelled "
-                        "data never shows together with one the face has (a second hair colour); all draws any flip")
+                   help="which edits --intervention-weight trains: compatible skips adding a label that the model keeps "
+                        "exclusive with one the face has (never together in the labelled data though chance would "
+                        "show them together: a second hair colour); all draws any flip")
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
@@ -185,9 +186,15 @@ def main(args: argparse.Namespace) -> int:
         val_set = None
     label_names = train_set.label_names
 
+    from .evaluate import exclusive_pairs
+
     torch.manual_seed(args.seed)
+    # label pairs the labelled data never shows together (hair colours): saved with the model,
+    # which keeps them exclusive in its edits (editing.intervene) and in the intervention term
+    exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
     model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
-                  likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale)
+                  likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
+                  exclusive_labels=exclusive_labels)
     if len(labelled):
         model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
     model.to(device)
@@ -209,11 +216,8 @@ def main(args: argparse.Namespace) -> int:
 
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
-    exclusive = None  # (L, L) bool: label pairs never present together in the labelled data
-    if args.intervention_weight > 0 and args.intervention_flips == "compatible" and len(labelled):
-        from .evaluate import never_together
-
-        exclusive = torch.from_numpy(never_together(np.asarray(labelled.labels))).to(device)
+    # compatible flips: never train an edit that adds a label to a face showing one exclusive with it
+    exclusive = model.exclusive.to(device) if args.intervention_flips == "compatible" else None
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
