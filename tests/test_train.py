@@ -180,6 +180,23 @@ def test_evaluate_writes_the_documented_keys(tiny_run, tmp_path):
     assert len({d["style_variance"] for d in m["diversity"].values()}) == 1
 
 
+def test_modelcard_takes_the_metrics_of_a_later_evaluation(tiny_run, tmp_path, capsys):
+    from train import modelcard
+
+    card = tiny_run / "model" / "README.md"
+    assert "Not evaluated yet" in card.read_text()
+    out = tmp_path / "metrics.json"
+    assert evaluate.main(evaluate.parse_args([str(tiny_run / "model"), "--limit", "40", "--n-oracle", "10",
+                                              "--json", str(out)])) == 0
+    assert modelcard.main([str(tiny_run), "--metrics", str(out)]) == 0
+    text = card.read_text()
+    metrics = json.loads(out.read_text())
+    assert "Not evaluated yet" not in text and f"| mean_accuracy | {metrics['mean_accuracy']:.4g} |" in text
+    assert "--epochs 1" in text and "trained for 1 epochs" in text
+    assert modelcard.main([str(tmp_path / "nothing"), "--metrics", str(out)]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
 def test_publish_dry_run_writes_a_loadable_folder(tiny_run, tmp_path, capsys):
     out = tmp_path / "upload"
     assert publish.main(publish.parse_args([str(tiny_run), "--repo-id", "someone/ccvae-test", "--dry-run", str(out)])) == 0

@@ -77,3 +77,35 @@ Each row walks one label's latent over its traversal range (absent -> present), 
 ![traversal](traversal.png)
 """
     (Path(directory) / "README.md").write_text(card)
+
+
+def main(argv=None) -> int:
+    """`python -m train.modelcard RUN_DIR --metrics FILE`: rewrite RUN_DIR/model/README.md with
+    the metrics of a later `python -m train.evaluate ... --json FILE` (the run's command, epochs
+    and training time from its args.json and saved state; the config from the model folder)."""
+    import json
+    import sys
+
+    from ccvae import CCVAE
+
+    p = argparse.ArgumentParser(prog="python -m train.modelcard", description=main.__doc__.split("\n")[0])
+    p.add_argument("run", type=Path, help="a run folder of `python -m train` (with args.json, state/ and model/)")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics JSON written by python -m train.evaluate --json")
+    args = p.parse_args(argv)
+    try:
+        history = json.loads((args.run / "args.json").read_text())
+        history = history if isinstance(history, list) else [history]
+        counters = json.loads((args.run / "state" / "training_state.json").read_text())["counters"]
+        metrics = json.loads(args.metrics.read_text())
+        model = CCVAE.from_pretrained(args.run / "model")
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    write(args.run / "model", model=model, args=argparse.Namespace(**history[-1]), counters=counters,
+          metrics=metrics, history=history)
+    print(f"wrote {args.run / 'model' / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
