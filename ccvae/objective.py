@@ -87,6 +87,7 @@ def supervised(
     intervention_weight: float = 0.0,
     intervention_batch: int = 16,
     intervention_exclusive: torch.Tensor | None = None,
+    intervention_clear: bool = False,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -102,7 +103,8 @@ def supervised(
     in its latent and must read as flipped after decoding and encoding again (see
     `intervention_consistency`). gamma = 0 is Eq. 1. intervention_exclusive: optional (L, L) bool,
     True where two labels are never both present in the data; an edit that would make such a pair
-    present (a second hair colour) is not drawn.
+    present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
+    the other label cleared first, as `editing.intervene` edits.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -175,7 +177,7 @@ def supervised(
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
     if intervention_weight > 0:
         log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
-                                              exclusive=intervention_exclusive)
+                                              exclusive=intervention_exclusive, clear=intervention_clear)
         loss = loss - intervention_weight * log_q_edit.mean()
         terms["intervention_accuracy"] = (log_q_edit.detach() > -math.log(2)).float().mean()
     return Objective(bound=bound, loss=loss, terms=terms)
@@ -183,7 +185,7 @@ def supervised(
 
 def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
                              generator: torch.Generator | None = None,
-                             exclusive: torch.Tensor | None = None) -> torch.Tensor:
+                             exclusive: torch.Tensor | None = None, clear: bool = False) -> torch.Tensor:
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
     Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; with `exclusive` (L, L) bool
@@ -192,7 +194,10 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     label i is not while some label j with exclusive[i, j] is present. Adding Brown_Hair to a
     black-haired face asks for a face the data never shows, and the opposite edit on a
     brown-haired face decodes the same two latents to the other colour: trained together, the
-    two pull the decoder apart. z_i is replaced by a draw from
+    two pull the decoder apart. With clear=True any flip is drawn instead, and adding label i first
+    replaces z_j of every present label j exclusive with it by a draw from p(z_j | y_j = 0): the
+    edit the app makes (`editing.intervene`), which asks for a face the data can show (brown hair
+    on a blond face: blond cleared). z_i is replaced by a draw from
     p(z_i | y_i = v), the result decoded to its mean image x' and encoded again, and the value is
     log q(y_i = v | z'_i) at the new posterior mean z'_i: (B,). Not part of Eq. 1: a training aid
     (`supervised`'s intervention_weight) that asks the decoder to draw what z_i says rather than
@@ -201,13 +206,15 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     other than z_i (it learns not to store label i where it would override an edit).
     """
     B, L = y.shape
-    if exclusive is None:
-        i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
-    else:
+    ex = None
+    if exclusive is not None:
         if exclusive.shape != (L, L):
             raise ValueError(f"exclusive has shape {tuple(exclusive.shape)}, expected ({L}, {L})")
-        present = y > 0.5  # (B, L)
         ex = exclusive.to(z.device).bool() & ~torch.eye(L, dtype=torch.bool, device=z.device)
+    present = y > 0.5  # (B, L)
+    if ex is None or clear:
+        i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+    else:
         blocked = (present.float() @ ex.float().T) > 0  # (B, L): some present j excludes i
         allowed = present | ~blocked  # never empty: a present label can go, and with none present nothing blocks
         i = torch.multinomial(allowed.float(), 1, generator=generator)  # (B, 1)
@@ -215,7 +222,13 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
     eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
     z_i = loc[v, i] + scale[v, i] * eps  # (B, 1): z_i ~ p(z_i | y_i = v)
-    x_edit = model.decode(z.scatter(1, i, z_i.to(z.dtype)))  # (B, C, H, W), the mean image
+    z_edit = z.scatter(1, i, z_i.to(z.dtype))
+    if ex is not None and clear:
+        # adding i: every present label exclusive with it goes to a draw from p(z_j | y_j = 0)
+        drop = ex[i.squeeze(1)] & present & (v == 1)  # (B, L)
+        absent = loc[0] + scale[0] * torch.randn((B, L), generator=generator, device=z.device, dtype=loc.dtype)
+        z_edit = torch.cat([torch.where(drop, absent.to(z.dtype), z_edit[:, :L]), z_edit[:, L:]], 1)
+    x_edit = model.decode(z_edit)  # (B, C, H, W), the mean image
     judge = {name: p.detach() for name, p in model.encoder.named_parameters()}
     loc_edit, _ = torch.func.functional_call(model.encoder, judge, (x_edit,))
     logit = upcast(loc_edit.gather(1, i)) * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]

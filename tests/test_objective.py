@@ -250,6 +250,32 @@ def test_intervention_consistency_draws_only_edits_compatible_with_exclusive_lab
         objective.intervention_consistency(model, z, y, exclusive=torch.zeros(2, 2, dtype=torch.bool))
 
 
+def test_intervention_consistency_with_clear_adds_the_label_after_clearing_its_exclusive_partner():
+    model = tiny_model()
+    with torch.no_grad():  # p(z_i | y_i = 0) at -50, p(z_i | y_i = 1) at +50, both narrow
+        model.prior_loc.copy_(torch.tensor([[-50.0] * 3, [50.0] * 3]))
+        model.prior_raw_scale.fill_(-10.0)
+    decoded = []
+    plain_decode = model.decode
+    model.decode = lambda z: decoded.append(z.detach().clone()) or plain_decode(z)
+    y = torch.tensor([[1.0, 0.0, 0.0]]).repeat(300, 1)  # every face has label 0, exclusive with label 1
+    z = torch.randn(300, model.latent_dim)
+    exclusive = torch.zeros(3, 3, dtype=torch.bool)
+    exclusive[0, 1] = exclusive[1, 0] = True
+    with torch.no_grad():
+        objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0),
+                                           exclusive=exclusive, clear=True)
+    edit = decoded[-1]
+    added1, added2, removed0 = edit[:, 1] > 40, edit[:, 2] > 40, (edit[:, 0] < -40) & (edit[:, 1] < 40)
+    assert added1.any() and added2.any() and removed0.any()  # any flip is drawn
+    assert (edit[added1, 0] < -40).all()  # adding label 1 cleared label 0 first
+    assert torch.equal(edit[added2, 0], z[added2, 0])  # label 2 goes with label 0: kept
+    assert torch.equal(edit[:, 3:], z[:, 3:])  # the style latents never change
+    with torch.no_grad():  # without clear, the compatible flips never add label 1 here
+        objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0), exclusive=exclusive)
+    assert not (decoded[-1][:, 1] > 40).any()
+
+
 def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
     model, x, y, q, z, plain = _plain_supervised()
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

@@ -53,6 +53,7 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert 0.0 <= log[1]["sup_intervention_accuracy"] <= 1.0  # epoch 2: the edits are trained
     assert trainer.intervention_weight(trainer.parse_args([*QUICK, "--out", "x", *gamma, "--intervention-start", "1.5"]), 1.49) == 0
     assert run(tmp_path / "any", "--epochs", "1", *gamma, "--intervention-flips", "all") == 0
+    assert run(tmp_path / "consistent", "--epochs", "1", *gamma, "--intervention-flips", "consistent") == 0
     assert run(tmp_path / "bad", "--epochs", "1", *gamma, "--intervention-start", "-1") == 2
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 

@@ -72,10 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and encoded again (not in the paper; 0 = off; see ccvae.objective.intervention_consistency)")
     o.add_argument("--intervention-batch", type=int, default=16, help="rows of each labelled batch that get an edit "
                    "when --intervention-weight > 0")
-    o.add_argument("--intervention-flips", choices=["compatible", "all"], default="compatible",
+    o.add_argument("--intervention-flips", choices=["compatible", "consistent", "all"], default="compatible",
                    help="which edits --intervention-weight trains: compatible skips adding a label that the model keeps "
                         "exclusive with one the face has (never together in the labelled data though chance would "
-                        "show them together: a second hair colour); all draws any flip")
+                        "show them together: a second hair colour); consistent draws it and clears the other "
+                        "label first, as the app edits (editing.intervene); all draws any flip as it is")
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
@@ -216,8 +217,9 @@ def main(args: argparse.Namespace) -> int:
 
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
-    # compatible flips: never train an edit that adds a label to a face showing one exclusive with it
-    exclusive = model.exclusive.to(device) if args.intervention_flips == "compatible" else None
+    # compatible flips never train an edit that adds a label to a face showing one exclusive with it;
+    # consistent flips train it with that label cleared first
+    exclusive = model.exclusive.to(device) if args.intervention_flips != "all" else None
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
@@ -278,7 +280,8 @@ def main(args: argparse.Namespace) -> int:
                                                       style_kl_weight=args.style_kl_weight,
                                                       intervention_weight=intervention_weight(args, epoch + b / len(plan)),
                                                       intervention_batch=args.intervention_batch,
-                                                      intervention_exclusive=exclusive)
+                                                      intervention_exclusive=exclusive,
+                                                      intervention_clear=args.intervention_flips == "consistent")
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
