@@ -98,6 +98,21 @@ def test_resume_is_exact(tmp_path):
         assert torch.equal(opt_a[k], opt_b[k]), k
 
 
+def test_resume_takes_the_exclusive_pairs_from_the_data_and_still_refuses_another_model(tmp_path, capsys):
+    assert run(tmp_path / "run", "--epochs", "1") == 0
+    config_file = tmp_path / "run" / "state" / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["exclusive_labels"]  # a state saved before the pairs were kept
+    config_file.write_text(json.dumps(config))
+    assert run(tmp_path / "run", "--epochs", "2", "--resume") == 0
+    assert CCVAE.from_pretrained(tmp_path / "run" / "model").config["exclusive_labels"] == []
+    config = json.loads(config_file.read_text())
+    config["prior_separation"] = 3.0
+    config_file.write_text(json.dumps(config))
+    assert run(tmp_path / "run", "--epochs", "3", "--resume") == 2
+    assert "was built with a different config (prior_separation)" in capsys.readouterr().err
+
+
 def test_interrupt_saves_and_resumes_mid_epoch(tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     real = objective.supervised

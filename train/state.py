@@ -66,8 +66,13 @@ def load_state(directory: Path, *, model: CCVAE, optimizer: torch.optim.Optimize
     if not (directory / META).is_file():
         raise FileNotFoundError(f"no training state to resume in {directory} (expected {META})")
     saved = CCVAE.from_pretrained(directory)
-    if saved.config != model.config:
-        raise ValueError(f"the model in {directory} was built with a different config: {saved.config} vs {model.config}")
+    # exclusive_labels come from the labelled data, found again at every start (a state saved
+    # before they were kept has none): the architecture and the labels must match
+    different = {k for k in saved.config.keys() | model.config.keys()
+                 if k != "exclusive_labels" and saved.config.get(k) != model.config.get(k)}
+    if different:
+        raise ValueError(f"the model in {directory} was built with a different config ({', '.join(sorted(different))}): "
+                         f"{saved.config} vs {model.config}")
     model.load_state_dict(saved.state_dict())
     meta = json.loads((directory / META).read_text())
     tensors = load_file(str(directory / TENSORS))
