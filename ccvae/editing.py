@@ -72,13 +72,13 @@ def intervene(model, z: torch.Tensor, label: int | str, value: float | torch.Ten
     """
     i = model.label_index(label)
     out = set_latent(z, i, value)
-    partners = torch.nonzero(model.exclusive[i]).flatten().tolist()
-    if partners:
+    partners = model.exclusive[i]  # (L,)
+    if partners.any():
+        L = model.num_labels
         present = label_probs(model, out) >= 0.5  # (..., L)
+        clear = present[..., i:i + 1] & present & partners.to(present.device)  # (..., L)
         absent_loc = model.prior_params()[0][0].to(out.dtype)  # (L,): means of p(z_j | y_j = 0)
-        for j in partners:
-            clear = present[..., i] & present[..., j]
-            out[..., j] = torch.where(clear, absent_loc[j], out[..., j])
+        out[..., :L] = torch.where(clear, absent_loc, out[..., :L])
     return out
 
 

@@ -103,6 +103,11 @@ class CCVAE(
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
         )
         L = len(label_names)
+        # (L, L) bool, symmetric: derived from the config once, read on every edit (editing.intervene)
+        self._exclusive = torch.zeros(L, L, dtype=torch.bool)
+        for a, b in pairs:
+            i, j = label_names.index(a), label_names.index(b)
+            self._exclusive[i, j] = self._exclusive[j, i] = True
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
         self.encoder = Encoder(in_channels=in_channels, **net)
         self.decoder = Decoder(out_channels=in_channels, **net)
@@ -145,12 +150,8 @@ class CCVAE(
 
     @property
     def exclusive(self) -> torch.Tensor:
-        """(L, L) bool, symmetric: True where labels i and j are exclusive (config exclusive_labels)."""
-        out = torch.zeros(self.num_labels, self.num_labels, dtype=torch.bool)
-        for a, b in self.config["exclusive_labels"]:
-            i, j = self.label_index(a), self.label_index(b)
-            out[i, j] = out[j, i] = True
-        return out
+        """(L, L) bool on the CPU, symmetric: True where labels i and j are exclusive (config exclusive_labels)."""
+        return self._exclusive.clone()
 
     def label_index(self, name_or_index: str | int) -> int:
         """The index of a label given by name or index; a clear error otherwise."""
