@@ -379,6 +379,22 @@ def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep(
     assert m["intervention_success"] == {"Black_Hair": 1.0, "Brown_Hair": 0.75, "Smiling": 1.0}
     assert m["intervention_success_consistent"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
     assert m["intervention_success_consistent_mean"] == 1.0
+    # split by direction: adding Brown to the four black-haired faces fails plain, succeeds cleared;
+    # adding Black to the brown-haired ones wins anyway; removals all succeed
+    assert m["intervention_success_add"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
+    assert m["intervention_success_remove"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
+
+    class StickySmile(OneColour):  # a decoder that cannot take a smile away
+        def predict(self, x):
+            seen = super().predict(x)
+            seen[:, 2] = True
+            return seen
+
+    m = oracle_metrics(model, StickySmile(), images, n=n, resamples=2, batch_size=n, labels=labels)
+    assert m["intervention_success"]["Smiling"] == 0.5  # every "present" edit, no "absent" one
+    assert m["intervention_success_add"]["Smiling"] == 1.0  # the four faces without a smile gain one
+    assert m["intervention_success_remove"]["Smiling"] == 0.0  # the four smiling ones keep it
+    assert m["intervention_success_remove"]["Brown_Hair"] == 1.0
     plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling")).eval()
     assert "intervention_success_consistent" not in oracle_metrics(plain, OneColour(), images, n=n, resamples=2,
                                                                    batch_size=n, labels=labels)

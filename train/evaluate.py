@@ -14,6 +14,10 @@ generates:
   `editing.intervene`, as the app makes them: setting a label present also sets the labels the
   model keeps exclusive with it (the other hair colours), where present, to the mean of their
   p(z_j | y_j = 0), so that no edit asks for two hair colours at once.
+- intervention_success_add / _remove (with the true labels): the same edits split by what they
+  change: v = 1 on the faces without label i (adding it; made by `editing.intervene`, as the app
+  adds a label) and v = 0 on the faces with it (removing it). Edits to the value a face already
+  has are nearly free, so these two say which direction fails.
 - intervention_leakage: in the same images, the fraction of the other labels whose oracle
   reading changed from the plain reconstruction's.
 - conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y.
@@ -154,6 +158,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         y_all = np.asarray(labels)[:, mi]
         feasible = feasible_interventions(y_all[:min(n, len(images))], pair_support(y_all))  # (n, A, 2)
         f_hits, f_count = np.zeros(len(names)), np.zeros(len(names))
+        change_hits, change_count = np.zeros((len(names), 2)), np.zeros((len(names), 2))  # [:, v]: edits to v on faces without v
     leakage = np.zeros(len(names))
     cond_hits = np.zeros(len(names))
     div_var, style_var, present = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
@@ -173,15 +178,18 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
                 seen_v = read(editing.decode(model, editing.set_latent(z, i, loc[v, i])))
                 hit = (seen_v[:, a] == bool(v)).cpu().numpy()
                 success[a] += hit.sum() / 2
+                hit_c = hit
                 if v == 1 and exclusive[i].any():  # editing.intervene differs from set_latent only here
                     seen_c = read(editing.decode(model, editing.intervene(model, z, i, loc[v, i])))
-                    consistent[a] += seen_c[:, a].cpu().numpy().sum() / 2
-                else:
-                    consistent[a] += hit.sum() / 2
+                    hit_c = seen_c[:, a].cpu().numpy()
+                consistent[a] += hit_c.sum() / 2
                 if feasible is not None:
                     ok = feasible[start:start + B, a, v]
                     f_hits[a] += hit[ok].sum()
                     f_count[a] += ok.sum()
+                    change = y_all[start:start + B, a] == 1 - v  # (B,) faces this edit changes
+                    change_hits[a, v] += hit_c[change].sum()
+                    change_count[a, v] += change.sum()
                 others = [b for b in range(len(names)) if b != a]
                 if others:
                     leakage[a] += (seen_v[:, others] != base[:, others]).float().mean(1).sum().item() / 2
@@ -227,6 +235,8 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         extra |= {"intervention_success_feasible": dict(zip(names, map(float, rate))),
                  "intervention_success_feasible_mean": float(rate.mean()),
                  "intervention_feasible_fraction": dict(zip(names, map(float, f_count / (2 * seen)))),
+                 "intervention_success_add": dict(zip(names, map(float, change_hits[:, 1] / np.maximum(change_count[:, 1], 1)))),
+                 "intervention_success_remove": dict(zip(names, map(float, change_hits[:, 0] / np.maximum(change_count[:, 0], 1)))),
                  "reconstruction_present": dict(zip(names, map(float, rec_present / np.maximum(shown, 1))))}
     return {
         **extra,
@@ -263,6 +273,8 @@ def _per_label(m: dict) -> dict:
     for key, col in (("intervention_success", "interv. success"),
                      ("intervention_success_feasible", "interv. success (feasible)"),
                      ("intervention_success_consistent", "interv. success (exclusive cleared)"),
+                     ("intervention_success_add", "interv. success (adding)"),
+                     ("intervention_success_remove", "interv. success (removing)"),
                      ("intervention_leakage", "interv. leakage"),
                      ("reconstruction_present", "present in reconstruction"),
                      ("conditional_accuracy_per_label", "conditional acc.")):
