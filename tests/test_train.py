@@ -395,6 +395,11 @@ def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep(
     assert m["intervention_success_add"]["Smiling"] == 1.0  # the four faces without a smile gain one
     assert m["intervention_success_remove"]["Smiling"] == 0.0  # the four smiling ones keep it
     assert m["intervention_success_remove"]["Brown_Hair"] == 1.0
+    every_face_smiles = labels.copy()
+    every_face_smiles[:, 2] = 1
+    m = oracle_metrics(model, StickySmile(), images, n=n, resamples=2, batch_size=n, labels=every_face_smiles)
+    assert "Smiling" not in m["intervention_success_add"]  # no face to add it to: no rate, not a false 0
+    assert m["intervention_success_remove"]["Smiling"] == 0.0
     plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling")).eval()
     assert "intervention_success_consistent" not in oracle_metrics(plain, OneColour(), images, n=n, resamples=2,
                                                                    batch_size=n, labels=labels)

@@ -235,8 +235,11 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         extra |= {"intervention_success_feasible": dict(zip(names, map(float, rate))),
                  "intervention_success_feasible_mean": float(rate.mean()),
                  "intervention_feasible_fraction": dict(zip(names, map(float, f_count / (2 * seen)))),
-                 "intervention_success_add": dict(zip(names, map(float, change_hits[:, 1] / np.maximum(change_count[:, 1], 1)))),
-                 "intervention_success_remove": dict(zip(names, map(float, change_hits[:, 0] / np.maximum(change_count[:, 0], 1)))),
+                 # labels no face lacks (or has) have no rate in that direction, rather than a false 0
+                 "intervention_success_add": {nm: float(change_hits[a, 1] / change_count[a, 1])
+                                              for a, nm in enumerate(names) if change_count[a, 1]},
+                 "intervention_success_remove": {nm: float(change_hits[a, 0] / change_count[a, 0])
+                                                 for a, nm in enumerate(names) if change_count[a, 0]},
                  "reconstruction_present": dict(zip(names, map(float, rec_present / np.maximum(shown, 1))))}
     return {
         **extra,
