@@ -88,14 +88,17 @@ def main(argv=None) -> int:
 
     from ccvae import CCVAE
 
+    from .state import META, read_history
+
     p = argparse.ArgumentParser(prog="python -m train.modelcard", description=main.__doc__.split("\n")[0])
     p.add_argument("run", type=Path, help="a run folder of `python -m train` (with args.json, state/ and model/)")
     p.add_argument("--metrics", type=Path, required=True, help="metrics JSON written by python -m train.evaluate --json")
     args = p.parse_args(argv)
     try:
-        history = json.loads((args.run / "args.json").read_text())
-        history = history if isinstance(history, list) else [history]
-        counters = json.loads((args.run / "state" / "training_state.json").read_text())["counters"]
+        history = read_history(args.run)
+        if not history:
+            raise FileNotFoundError(f"{args.run} holds no args.json: not a run folder of python -m train")
+        counters = json.loads((args.run / "state" / META).read_text())["counters"]
         metrics = json.loads(args.metrics.read_text())
         model = CCVAE.from_pretrained(args.run / "model")
     except (OSError, ValueError, KeyError) as e:

@@ -22,6 +22,19 @@ TENSORS = "training_state.safetensors"
 META = "training_state.json"
 
 
+ARGS = "args.json"
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The arguments of every start of the run in `run_dir` (its args.json), oldest first; [] if none.
+    (A file from before resumes were recorded holds one dict.)"""
+    path = Path(run_dir) / ARGS
+    if not path.is_file():
+        return []
+    history = json.loads(path.read_text())
+    return history if isinstance(history, list) else [history]
+
+
 def replace_dir(target: Path, write) -> None:
     """Call write(tmp_dir) and move tmp_dir to target atomically (the old target is removed last)."""
     target = Path(target)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ccvae import CCVAE, default_device, editing, objective
 
 from . import batches, figures, modelcard
-from .state import load_state, replace_dir, save_state
+from .state import ARGS, load_state, read_history, replace_dir, save_state
 
 
 class TrainingStopped(Exception):
@@ -232,11 +232,10 @@ def main(args: argparse.Namespace) -> int:
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        history = json.loads((out / "args.json").read_text()) if args.resume and (out / "args.json").is_file() else []
-        history = history if isinstance(history, list) else [history]
+        history = read_history(out) if args.resume else []
         history.append({**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                         "started_at_epoch": counters["epoch"] + counters["batch"] / max(len(plan), 1)})
-        (out / "args.json").write_text(json.dumps(history, indent=2, default=str))
+        (out / ARGS).write_text(json.dumps(history, indent=2, default=str))
         print(f"training on {device} x{world}: {len(labelled)} labelled + {len(unlabelled)} unlabelled images, "
               f"labels {label_names}, {len(plan)} batches/epoch", file=sys.stderr)
 
@@ -396,9 +395,8 @@ def write_model(model: CCVAE, out: Path, args: argparse.Namespace, counters: dic
 
         hub.save(model, tmp)
         figures.traversal_figure(model, faces[:2]).save(tmp / "traversal.png")
-        history = json.loads((out / "args.json").read_text()) if (out / "args.json").is_file() else None
         modelcard.write(tmp, model=model, args=args, counters=counters, metrics=metrics,
-                        history=history if isinstance(history, list) else None)
+                        history=read_history(out) or None)
 
     replace_dir(out / "model", write)
 
