@@ -51,6 +51,8 @@ class CCVAE(
     image_size: 64 or 128 (any 4 * 2**n); images are (B, in_channels, image_size, image_size).
     channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
+    refine_channels: 0 for the paper's decoder; R > 0 ends it with R full-resolution feature maps,
+        a ReLU and a 3x3 convolution (sharper small details for about 10-40% more training time).
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.
@@ -70,6 +72,7 @@ class CCVAE(
         in_channels: int = 3,
         channels: Sequence[int] | None = None,
         hidden_dim: int = 256,
+        refine_channels: int = 0,
         likelihood: str = "laplace",
         likelihood_scale: float = 0.1,
         learn_scale: bool = True,
@@ -99,6 +102,7 @@ class CCVAE(
         self.config = dict(
             label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
             in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
+            refine_channels=int(refine_channels),
             likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
         )
@@ -110,7 +114,7 @@ class CCVAE(
             self._exclusive[i, j] = self._exclusive[j, i] = True
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
         self.encoder = Encoder(in_channels=in_channels, **net)
-        self.decoder = Decoder(out_channels=in_channels, **net)
+        self.decoder = Decoder(out_channels=in_channels, refine_channels=int(refine_channels), **net)
         # q(y_i | z_i) = sigmoid(a_i z_i + b_i)
         self.classifier_weight = nn.Parameter(torch.ones(L))
         self.classifier_bias = nn.Parameter(torch.zeros(L))

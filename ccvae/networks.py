@@ -4,6 +4,9 @@ Encoder, for a 64x64 image: four 4x4 stride-2 convolutions (32, 32, 64, 128 chan
 (B, 3, 64, 64) to (B, 128, 4, 4); a 4x4 convolution to 256 channels makes (B, 256, 1, 1); two
 linear heads give the mean and the (softplus) scale of q(z|x). A 128x128 image gets one more
 stride-2 convolution. The decoder mirrors it and ends in logits; the image mean is their sigmoid.
+With refine_channels = R > 0 its last transposed convolution makes R full-resolution feature maps
+instead of the logits, and a ReLU and a 3x3 convolution turn them into the logits: one nonlinear
+layer at full resolution, for small sharp details (earrings are a few pixels wide at 64x64).
 """
 from __future__ import annotations
 
@@ -58,16 +61,26 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z (B, latent_dim) -> logits (B, C, H, W); the image mean is sigmoid(logits)."""
+    """z (B, latent_dim) -> logits (B, C, H, W); the image mean is sigmoid(logits).
 
-    def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int):
+    refine_channels: 0 for the paper's decoder; R > 0 adds (B, R, H, W) features -> ReLU -> 3x3 conv.
+    """
+
+    def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int,
+                 refine_channels: int = 0):
         super().__init__()
+        if refine_channels < 0:
+            raise ValueError(f"refine_channels must be 0 (none) or positive, got {refine_channels}")
         rev = list(channels)[::-1]  # e.g. 128, 64, 32, 32
         self.project = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(inplace=True))
         layers = [nn.Unflatten(1, (hidden_dim, 1, 1)), nn.ConvTranspose2d(hidden_dim, rev[0], 4, 1, 0), nn.ReLU(inplace=True)]
         for c_in, c_out in zip(rev, rev[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
-        layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1)]
+        if refine_channels:
+            layers += [nn.ConvTranspose2d(rev[-1], refine_channels, 4, 2, 1), nn.ReLU(inplace=True),
+                       nn.Conv2d(refine_channels, out_channels, 3, 1, 1)]
+        else:
+            layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -101,3 +101,22 @@ def test_exclusive_labels_travel_with_the_weights_and_old_configs_still_load(tmp
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="invalid model: exclusive_labels: \\['Male', 'Bald'\\]"):
         CCVAE.from_pretrained(tmp_path / "m")
+
+
+def test_refined_decoder_travels_with_the_weights_and_old_configs_build_the_paper_decoder(tmp_path):
+    model = tiny_model(refine_channels=5)
+    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(5, 3, (3, 3))]
+    z = torch.randn(2, 6)
+    assert editing.decode(model, z).shape == (2, 3, 16, 16)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["refine_channels"] == 5
+    assert torch.equal(editing.decode(CCVAE.from_pretrained(tmp_path / "m"), z), editing.decode(model, z))
+    plain = tiny_model()
+    plain.save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    del config["refine_channels"]  # a checkpoint saved before the entry existed
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    assert torch.equal(editing.decode(CCVAE.from_pretrained(tmp_path / "p"), z), editing.decode(plain, z))
+    with pytest.raises(ValueError, match="refine_channels must be 0 \\(none\\) or positive, got -1"):
+        tiny_model(refine_channels=-1)

@@ -58,6 +58,14 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_path, capsys):
+    assert run(tmp_path / "refined", "--epochs", "1", "--refine-channels", "4") == 0
+    model = CCVAE.from_pretrained(tmp_path / "refined" / "model")
+    assert model.config["refine_channels"] == 4 and model.decoder.body[-1].in_channels == 4
+    assert run(tmp_path / "bad", "--epochs", "1", "--refine-channels", "-2") == 2
+    assert "--refine-channels must be 0 (the paper's decoder) or positive, got -2" in capsys.readouterr().err
+
+
 def test_the_trainer_saves_the_exclusive_pairs_of_its_labelled_data(tmp_path, monkeypatch):
     from train.data import load_dataset
 

@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--val-limit", type=int, default=2000, help="validation images scored after each epoch")
     m = p.add_argument_group("model")
     m.add_argument("--latent-dim", type=int, default=45, help="total latent size (one per label + style)")
+    m.add_argument("--refine-channels", type=int, default=0,
+                   help="full-resolution feature maps at the decoder's end (0: the paper's decoder)")
     m.add_argument("--likelihood", choices=["laplace", "gaussian", "bernoulli"], default="laplace", help="p(x|z)")
     m.add_argument("--likelihood-scale", type=float, default=0.1, help="scale of p(x|z) (initial value when learned)")
     m.add_argument("--fixed-scale", action="store_true", help="keep the likelihood scale fixed instead of learning it")
@@ -171,6 +173,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
     if not args.intervention_start >= 0:
         raise ValueError(f"--intervention-start must be an epoch >= 0, got {args.intervention_start}")
+    if args.refine_channels < 0:
+        raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
     out: Path = args.out
     if args.resume and not (out / "state").is_dir():
         raise FileNotFoundError(f"--resume: no saved state in {out / 'state'}")
@@ -194,6 +198,7 @@ def main(args: argparse.Namespace) -> int:
     # which keeps them exclusive in its edits (editing.intervene) and in the intervention term
     exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
     model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
+                  refine_channels=args.refine_channels,
                   likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
                   exclusive_labels=exclusive_labels)
     if len(labelled):
