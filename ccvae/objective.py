@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from .distributions import DiagonalGaussian, gaussian_log_prob, upcast
 
 WEIGHT_GRADS = ("characteristic", "full")
+JUDGES = ("classifier", "latent")  # what values an edit in intervention_consistency
 
 
 @dataclass
@@ -88,6 +89,7 @@ def supervised(
     intervention_batch: int = 16,
     intervention_exclusive: torch.Tensor | None = None,
     intervention_clear: bool = False,
+    intervention_judge: str = "classifier",
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -104,7 +106,9 @@ def supervised(
     `intervention_consistency`). gamma = 0 is Eq. 1. intervention_exclusive: optional (L, L) bool,
     True where two labels are never both present in the data; an edit that would make such a pair
     present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
-    the other label cleared first, as `editing.intervene` edits.
+    the other label cleared first, as `editing.intervene` edits. intervention_judge: "classifier"
+    (the edit must read as y_i = v) or "latent" (it must encode back to the value z_i was given);
+    see `intervention_consistency`.
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -118,6 +122,8 @@ def supervised(
     if intervention_weight < 0 or intervention_batch < 1:
         raise ValueError(f"intervention_weight must be >= 0 and intervention_batch >= 1, "
                          f"got {intervention_weight} and {intervention_batch}")
+    if intervention_judge not in JUDGES:
+        raise ValueError(f"unknown intervention_judge {intervention_judge!r}; expected one of {JUDGES}")
     L = model.num_labels
     y = y.to(torch.promote_types(y.dtype, torch.float32)) if y.is_floating_point() else y.float()
     if y.shape != (x.shape[0], L):
@@ -176,16 +182,18 @@ def supervised(
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
     if intervention_weight > 0:
-        log_q_edit = intervention_consistency(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
-                                              exclusive=intervention_exclusive, clear=intervention_clear)
-        loss = loss - intervention_weight * log_q_edit.mean()
-        terms["intervention_accuracy"] = (log_q_edit.detach() > -math.log(2)).float().mean()
+        edit = _judged_edits(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
+                             exclusive=intervention_exclusive, clear=intervention_clear)
+        loss = loss - intervention_weight * edit[intervention_judge].mean()
+        terms["intervention_accuracy"] = (edit["classifier"].detach() > -math.log(2)).float().mean()
+        terms["intervention_latent_error"] = (-2 * edit["latent"].detach()).sqrt().mean()
     return Objective(bound=bound, loss=loss, terms=terms)
 
 
 def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
                              generator: torch.Generator | None = None,
-                             exclusive: torch.Tensor | None = None, clear: bool = False) -> torch.Tensor:
+                             exclusive: torch.Tensor | None = None, clear: bool = False,
+                             judge: str = "classifier") -> torch.Tensor:
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
     Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; with `exclusive` (L, L) bool
@@ -204,7 +212,22 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     what the style latents say. The encoder, the classifier and the prior are the judge here and
     take no gradient from it; the decoder does, and so does the encoder through the latents z
     other than z_i (it learns not to store label i where it would override an edit).
+
+    judge="latent" values the edit by how well the new posterior mean z'_i recovers the value it
+    was given instead: -0.5 * ((z'_i - z_i) / sigma_{i,v})^2, with sigma_{i,v} the scale of
+    p(z_i | y_i = v) (the log density of z'_i under N(z_i, sigma^2), less its constant; the
+    InfoGAN-style latent regression). The classifier's reading saturates once z'_i is past its
+    boundary, so a faint earring or an olive mix of grey and brown that reads barely present
+    costs nothing; this value keeps asking for the characteristic as strong, and as varied, as z_i.
     """
+    if judge not in JUDGES:
+        raise ValueError(f"unknown judge {judge!r}; expected one of {JUDGES}")
+    return _judged_edits(model, z, y, generator=generator, exclusive=exclusive, clear=clear)[judge]
+
+
+def _judged_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None,
+                  exclusive: torch.Tensor | None, clear: bool) -> dict[str, torch.Tensor]:
+    """One drawn edit per row, decoded and encoded again: {judge: value (B,)} for every judge."""
     B, L = y.shape
     ex = None
     if exclusive is not None:
@@ -231,8 +254,10 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     x_edit = model.decode(z_edit)  # (B, C, H, W), the mean image
     judge = {name: p.detach() for name, p in model.encoder.named_parameters()}
     loc_edit, _ = torch.func.functional_call(model.encoder, judge, (x_edit,))
-    logit = upcast(loc_edit.gather(1, i)) * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]
-    return -F.binary_cross_entropy_with_logits(logit, v.to(logit.dtype), reduction="none").squeeze(1)
+    z_back = upcast(loc_edit.gather(1, i))  # (B, 1): z'_i
+    logit = z_back * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]
+    return {"classifier": -F.binary_cross_entropy_with_logits(logit, v.to(logit.dtype), reduction="none").squeeze(1),
+            "latent": (-0.5 * ((z_back - upcast(z_i)) / scale[v, i]) ** 2).squeeze(1)}
 
 
 def unsupervised(

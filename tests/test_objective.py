@@ -276,6 +276,45 @@ def test_intervention_consistency_with_clear_adds_the_label_after_clearing_its_e
     assert not (decoded[-1][:, 1] > 40).any()
 
 
+def test_latent_judge_values_how_far_the_edit_encodes_back_from_the_value_it_was_given():
+    model = tiny_model().double()
+    with torch.no_grad():  # an encoder whose posterior mean is c whatever the image
+        model.encoder.loc.weight.zero_()
+        c = torch.linspace(-1.0, 1.5, model.latent_dim, dtype=torch.float64)
+        model.encoder.loc.bias.copy_(c)
+        model.prior_loc.copy_(torch.tensor([[-1.0, -2.0, -3.0], [1.0, 2.0, 3.0]]))
+        model.prior_raw_scale.copy_(torch.tensor([[0.0, 1.0, 2.0], [-1.0, 0.5, 1.5]]))
+        model.classifier_weight.zero_()
+        model.classifier_bias.fill_(30.0)  # reads every label present: adding one costs ~nothing
+    decoded = []
+    plain_decode = model.decode
+    model.decode = lambda z: decoded.append(z.detach().clone()) or plain_decode(z)
+    torch.manual_seed(5)
+    y = torch.randint(0, 2, (40, 3)).double()
+    z = torch.randn(40, model.latent_dim, dtype=torch.float64)
+    got = objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(1), judge="latent")
+    edit = decoded[-1]
+    i = (edit != z).double().argmax(1)  # the edited label of each row
+    v = 1 - y.gather(1, i[:, None]).squeeze(1).long()
+    _, scale = model.prior_params()
+    z_i = edit.gather(1, i[:, None]).squeeze(1)
+    torch.testing.assert_close(got, -0.5 * ((c[i] - z_i) / scale[v, i]) ** 2)
+    # where the classifier's reading saturates (all labels absent, every edit adds one it reads
+    # as present) it gives the decoder nothing to learn; the latent judge still does
+    zeros = torch.zeros(6, 3, dtype=torch.float64)
+    model.decode = plain_decode
+    with torch.no_grad():
+        model.encoder.loc.weight.normal_()
+        model.classifier_weight.fill_(1.0)  # logit 30 + z'_i: saturated, though it depends on the image
+    for judge, moves in (("classifier", False), ("latent", True)):
+        model.zero_grad()
+        objective.intervention_consistency(model, z[:6], zeros, judge=judge).sum().backward()
+        grad = sum(p.grad.abs().sum() for p in model.decoder.parameters() if p.grad is not None)
+        assert (float(grad) > 1e-6) == moves, (judge, float(grad))
+    with pytest.raises(ValueError, match="unknown judge 'oracle'"):
+        objective.intervention_consistency(model, z, y, judge="oracle")
+
+
 def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
     model, x, y, q, z, plain = _plain_supervised()
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
@@ -284,6 +323,14 @@ def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
     edit = objective.intervention_consistency(model, z[0][:3], y[:3], generator=g2)
     torch.testing.assert_close(tuned.loss, plain.loss - 5.0 * edit.mean())
     assert 0.0 <= float(tuned.terms["intervention_accuracy"]) <= 1.0
+    g1, g2 = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+    latent = objective.supervised(model, x, y, z=z, posterior=q, intervention_weight=5.0, intervention_batch=3,
+                                  intervention_judge="latent", generator=g1)
+    edit = objective.intervention_consistency(model, z[0][:3], y[:3], generator=g2, judge="latent")
+    torch.testing.assert_close(latent.loss, plain.loss - 5.0 * edit.mean())
+    torch.testing.assert_close(latent.terms["intervention_latent_error"], (-2 * edit).sqrt().mean())
+    with pytest.raises(ValueError, match="unknown intervention_judge 'oracle'"):
+        objective.supervised(model, x, y, intervention_weight=1.0, intervention_judge="oracle")
     with pytest.raises(ValueError, match="intervention_weight must be >= 0"):
         objective.supervised(model, x, y, intervention_weight=-1.0)
     with pytest.raises(ValueError, match="intervention_batch >= 1, got 1.0 and 0"):

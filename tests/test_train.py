@@ -54,6 +54,9 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert trainer.intervention_weight(trainer.parse_args([*QUICK, "--out", "x", *gamma, "--intervention-start", "1.5"]), 1.49) == 0
     assert run(tmp_path / "any", "--epochs", "1", *gamma, "--intervention-flips", "all") == 0
     assert run(tmp_path / "consistent", "--epochs", "1", *gamma, "--intervention-flips", "consistent") == 0
+    assert run(tmp_path / "latent", "--epochs", "1", *gamma, "--intervention-judge", "latent") == 0
+    log = [json.loads(line) for line in (tmp_path / "latent" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["sup_intervention_latent_error"] > 0 and 0.0 <= log[0]["sup_intervention_accuracy"] <= 1.0
     assert run(tmp_path / "bad", "--epochs", "1", *gamma, "--intervention-start", "-1") == 2
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 

@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "exclusive with one the face has (never together in the labelled data though chance would "
                         "show them together: a second hair colour); consistent draws it and clears the other "
                         "label first, as the app edits (editing.intervene); all draws any flip as it is")
+    o.add_argument("--intervention-judge", choices=["classifier", "latent"], default="classifier",
+                   help="what an edit must do after decoding and encoding again: read as the new label value "
+                        "(classifier) or encode back to the latent value it was given (latent)")
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
@@ -285,7 +288,8 @@ def main(args: argparse.Namespace) -> int:
                                                       intervention_weight=intervention_weight(args, epoch + b / len(plan)),
                                                       intervention_batch=args.intervention_batch,
                                                       intervention_exclusive=exclusive,
-                                                      intervention_clear=args.intervention_flips == "consistent")
+                                                      intervention_clear=args.intervention_flips == "consistent",
+                                                      intervention_judge=args.intervention_judge)
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
