@@ -52,7 +52,8 @@ class CCVAE(
     channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
     refine_channels: 0 for the paper's decoder; R > 0 ends it with R full-resolution feature maps,
-        a ReLU and a 3x3 convolution (sharper small details for about 10-40% more training time).
+        a ReLU and a 3x3 convolution (R = 16 on the synthetic faces: ~30% more time per step,
+        +0.45 dB PSNR in fewer epochs; README, v8).
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.

@@ -6,7 +6,7 @@ linear heads give the mean and the (softplus) scale of q(z|x). A 128x128 image g
 stride-2 convolution. The decoder mirrors it and ends in logits; the image mean is their sigmoid.
 With refine_channels = R > 0 its last transposed convolution makes R full-resolution feature maps
 instead of the logits, and a ReLU and a 3x3 convolution turn them into the logits: one nonlinear
-layer at full resolution, for small sharp details (earrings are a few pixels wide at 64x64).
+layer at full resolution (the paper's decoder goes from 32x32 features to pixels in one linear step).
 """
 from __future__ import annotations
 
