@@ -20,9 +20,7 @@ from ccvae import hub
 
 TENSORS = "training_state.safetensors"
 META = "training_state.json"
-
-
-ARGS = "args.json"
+ARGS = "args.json"  # beside state/: the arguments of every start of the run
 
 
 def read_history(run_dir: Path) -> list[dict]:

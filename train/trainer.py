@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "exclusive with one the face has (never together in the labelled data though chance would "
                         "show them together: a second hair colour); consistent draws it and clears the other "
                         "label first, as the app edits (editing.intervene); all draws any flip as it is")
-    o.add_argument("--intervention-judge", choices=["classifier", "latent"], default="classifier",
+    o.add_argument("--intervention-judge", choices=list(objective.JUDGES), default="classifier",
                    help="what an edit must do after decoding and encoding again: read as the new label value "
                         "(classifier) or encode back to the latent value it was given (latent)")
     o.add_argument("--intervention-start", type=float, default=0.0,
