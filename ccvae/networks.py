@@ -7,6 +7,11 @@ stride-2 convolution. The decoder mirrors it and ends in logits; the image mean 
 With refine_channels = R > 0 its last transposed convolution makes R full-resolution feature maps
 instead of the logits, and a ReLU and a 3x3 convolution turn them into the logits: one nonlinear
 layer at full resolution (the paper's decoder goes from 32x32 features to pixels in one linear step).
+With gates = G > 0 the decoder also reads, for each of the first G latents (the characteristic
+latents z_c), a learned soft step g_i = sigmoid(s_i (z_i - c_i)): a label's presence as one input it
+can act on fully, however far z_i sits from the boundary (without it, the paper's decoder draws a
+characteristic with a strength that grows with z_i, so the faces the encoder puts near the
+boundary get faint earrings).
 """
 from __future__ import annotations
 
@@ -64,15 +69,26 @@ class Decoder(nn.Module):
     """z (B, latent_dim) -> logits (B, C, H, W); the image mean is sigmoid(logits).
 
     refine_channels: 0 for the paper's decoder; R > 0 adds (B, R, H, W) features -> ReLU -> 3x3 conv.
+    gates: 0 for the paper's decoder; G > 0 appends g = sigmoid(s * (z[:, :G] - c)), (B, G), to its
+        input, with centres c (G,) starting at 0 (midway between the conditional prior's starting
+        means) and slopes s = exp(log_s) (G,) starting at GATE_SLOPE.
     """
 
+    GATE_SLOPE = 4.0
+
     def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int,
-                 refine_channels: int = 0):
+                 refine_channels: int = 0, gates: int = 0):
         super().__init__()
         if refine_channels < 0:
             raise ValueError(f"refine_channels must be 0 (none) or positive, got {refine_channels}")
+        if not 0 <= gates <= latent_dim:
+            raise ValueError(f"gates must be between 0 (none) and latent_dim={latent_dim}, got {gates}")
         rev = list(channels)[::-1]  # e.g. 128, 64, 32, 32
-        self.project = nn.Sequential(nn.Linear(latent_dim, hidden_dim), nn.ReLU(inplace=True))
+        self.gates = int(gates)
+        if gates:
+            self.gate_center = nn.Parameter(torch.zeros(gates))
+            self.gate_log_slope = nn.Parameter(torch.full((gates,), math.log(self.GATE_SLOPE)))
+        self.project = nn.Sequential(nn.Linear(latent_dim + gates, hidden_dim), nn.ReLU(inplace=True))
         layers = [nn.Unflatten(1, (hidden_dim, 1, 1)), nn.ConvTranspose2d(hidden_dim, rev[0], 4, 1, 0), nn.ReLU(inplace=True)]
         for c_in, c_out in zip(rev, rev[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
@@ -84,4 +100,7 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.gates:
+            g = torch.sigmoid((z[:, :self.gates] - self.gate_center) * self.gate_log_slope.exp())  # (B, G)
+            z = torch.cat([z, g], 1)
         return self.body(self.project(z))

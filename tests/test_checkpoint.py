@@ -120,3 +120,32 @@ def test_refined_decoder_travels_with_the_weights_and_old_configs_build_the_pape
     assert torch.equal(editing.decode(CCVAE.from_pretrained(tmp_path / "p"), z), editing.decode(plain, z))
     with pytest.raises(ValueError, match="refine_channels must be 0 \\(none\\) or positive, got -1"):
         tiny_model(refine_channels=-1)
+
+
+def test_label_gates_are_a_step_of_z_c_that_the_decoder_reads_and_they_travel_with_the_weights(tmp_path):
+    model = tiny_model(label_gates=True)
+    L, D = model.num_labels, model.latent_dim
+    assert model.decoder.gates == L and model.decoder.project[0].in_features == D + L
+    z = torch.randn(4, D)
+    before = editing.decode(model, z)
+    with torch.no_grad():
+        model.decoder.gate_center[0] += 3.0  # the first label's step moves: its input to the decoder changes
+    assert not torch.allclose(editing.decode(model, z), before)
+    model.decode(z).sum().backward()
+    assert model.decoder.gate_center.grad.abs().min() > 0 and model.decoder.gate_log_slope.grad.abs().min() > 0
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["label_gates"] is True
+    loaded = CCVAE.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.decoder.gate_center, model.decoder.gate_center)
+    with torch.no_grad():
+        assert torch.equal(editing.decode(loaded, z), editing.decode(model, z))
+    plain = tiny_model()
+    plain.save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    del config["label_gates"]  # a checkpoint saved before the entry existed
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    old = CCVAE.from_pretrained(tmp_path / "p")
+    assert old.decoder.gates == 0 and old.decoder.project[0].in_features == D
+    from ccvae.networks import Decoder
+    with pytest.raises(ValueError, match="gates must be between 0 \\(none\\) and latent_dim=6, got 7"):
+        Decoder(image_size=16, out_channels=3, channels=[8, 8], hidden_dim=16, latent_dim=6, gates=7)
