@@ -56,7 +56,7 @@ class CCVAE(
         +0.45 dB PSNR in fewer epochs; README, v8).
     label_gates: the decoder also reads a learned soft step sigmoid(s_i (z_i - c_i)) of every
         characteristic latent (networks.Decoder), so it can draw a label fully wherever z_i reads
-        present; False: the paper's decoder.
+        present; False: the paper's decoder. The bundled synthetic-faces model uses it (README, v9).
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.

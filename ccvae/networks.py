@@ -11,7 +11,8 @@ With gates = G > 0 the decoder also reads, for each of the first G latents (the 
 latents z_c), a learned soft step g_i = sigmoid(s_i (z_i - c_i)): a label's presence as one input it
 can act on fully, however far z_i sits from the boundary (without it, the paper's decoder draws a
 characteristic with a strength that grows with z_i, so the faces the encoder puts near the
-boundary get faint earrings).
+boundary get faint earrings). Measured on the synthetic faces (README, v9): the gates raised the
+hair and Bald edits and kept the earrings graded, which the decoder learnt with a shallow slope.
 """
 from __future__ import annotations
 
