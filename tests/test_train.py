@@ -71,11 +71,13 @@ def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_
 
 def test_label_gates_are_trained_and_saved(tmp_path):
     assert run(tmp_path / "gated", "--epochs", "1", "--label-gates") == 0
+    from ccvae.networks import Decoder
+
     model = CCVAE.from_pretrained(tmp_path / "gated" / "model")
     assert model.config["label_gates"] is True and model.decoder.gates == model.num_labels
     # trained: the centres left 0 and the slopes their starting value
     assert model.decoder.gate_center.abs().min() > 0
-    assert not torch.allclose(model.decoder.gate_log_slope.exp(), torch.full((model.num_labels,), 4.0))
+    assert not torch.allclose(model.decoder.gate_log_slope.exp(), torch.full((model.num_labels,), Decoder.GATE_SLOPE))
 
 
 def test_the_trainer_saves_the_exclusive_pairs_of_its_labelled_data(tmp_path, monkeypatch):
