@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from train.data import LABEL_NAMES, load_dataset, render_face, sample_factors
-from train.data.synthetic import FACTOR_NAMES, render_range
+from train.data.synthetic import CATEGORICAL_FACTORS, FACTOR_NAMES, FACTOR_SHOWN_WHEN, render_range
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,3 +159,23 @@ def test_renders_are_those_of_generator_version_3():
     assert GENERATOR_VERSION == 3
     assert _digest(render_range(0, "train", 0, 64)[0]) == "222c2e91e84c7f0f451f777ad6cd0d48de1e0b3c74faa69a8d50392cea94533a"
     assert _digest(render_range(0, "test", 0, 8, 128)[0]) == "60e156f901c68d4256024b8f7ff07e224e9820dbb181764eac994adb428367f3"
+
+
+@pytest.mark.parametrize("factor", sorted(FACTOR_SHOWN_WHEN))
+def test_a_factor_shows_exactly_where_factor_shown_when_says(factor):
+    """Changing the factor changes the drawing of a face that meets its condition and no other."""
+    label, value = FACTOR_SHOWN_WHEN[factor]
+    shown, hidden = [], []
+    for i in range(400):
+        f = sample_factors(3, "test", i)
+        (shown if int(f[label]) == value else hidden).append(f)
+        if len(shown) >= 4 and len(hidden) >= 4:
+            break
+
+    def moved(f):
+        g = dict(f)
+        g[factor] = (f[factor] + 1) % 3 if factor in CATEGORICAL_FACTORS else (f[factor] + 0.5) % 1.0
+        return g
+
+    assert all(np.array_equal(render_face(f), render_face(moved(f))) for f in hidden[:4])
+    assert any(not np.array_equal(render_face(f), render_face(moved(f))) for f in shown[:4])

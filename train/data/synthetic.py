@@ -87,6 +87,24 @@ FACTOR_NAMES = [
     "shirt_hue", "shirt_value",
 ]
 
+# The label value a characteristic factor is drawn under, (label, value); on the other faces it is
+# sampled but unused, so no model can know it there. Factors not named here show on every face
+# (hair_class, hair_hue and hair_shade colour the brows and the beard of a bald face too).
+FACTOR_SHOWN_WHEN = {
+    **{k: ("Eyeglasses", 1) for k in FACTOR_NAMES if k.startswith("glasses_")},
+    "mouth_open": ("Mouth_Slightly_Open", 1),
+    **{k: ("Wearing_Hat", 1) for k in FACTOR_NAMES if k.startswith("hat_")},
+    **{k: ("Bangs", 1) for k in FACTOR_NAMES if k.startswith("bangs_")},
+    "hair_length": ("Bald", 0),
+    **{k: ("No_Beard", 0) for k in FACTOR_NAMES if k.startswith("beard_")},
+    **{k: ("Wearing_Earrings", 1) for k in FACTOR_NAMES if k.startswith("earring_")},
+    **{k: ("Wearing_Necktie", 1) for k in FACTOR_NAMES if k.startswith("tie_")},
+}
+# Integer-valued factors whose values are kinds, not amounts (one-hot when regressed on).
+CATEGORICAL_FACTORS = ("hat_style", "hair_class", "earring_style")
+# Hues drawn around the whole colour circle, so 0 and 1 are the same colour ((cos, sin) when regressed on).
+CIRCULAR_FACTORS = ("glasses_hue", "hat_hue", "bg_hue", "shirt_hue")
+
 JITTER = 0.03
 _ANGLE_MAX = 7.0
 _N_UNIFORMS = 64

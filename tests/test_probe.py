@@ -1,0 +1,69 @@
+"""Linear probes of the generating factors from the latents (train.probe)."""
+import numpy as np
+import pytest
+
+from train.probe import factor_target, held_out_r2, main, parse_args, probe
+
+
+def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4000, 5))
+    t = z @ np.array([1.0, -2.0, 0.0, 0.5, 0.0]) + 3.0 + 0.01 * rng.normal(size=4000)
+    assert held_out_r2(z[:3000], t[:3000], z[3000:], t[3000:]) > 0.999
+    noise = rng.normal(size=4000)
+    assert abs(held_out_r2(z[:3000], noise[:3000], z[3000:], noise[3000:])) < 0.02
+    # two outputs pooled: one explained, one noise -> about half of the variance
+    both = np.stack([t / t.std(), noise / noise.std()], 1)
+    assert held_out_r2(z[:3000], both[:3000], z[3000:], both[3000:]) == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="more fitted faces than features"):
+        held_out_r2(z[:5], t[:5], z[5:10], t[5:10])
+
+
+def test_targets_of_kinds_and_hues():
+    kinds = factor_target("earring_style", np.array([0.0, 2.0, 1.0, 2.0]))
+    assert kinds.shape == (4, 3) and (kinds.sum(1) == 1).all() and (kinds[1] == kinds[3]).all()
+    hue = factor_target("hat_hue", np.array([0.0, 1.0, 0.5]))
+    assert hue.shape == (3, 2) and np.allclose(hue[0], hue[1]) and np.allclose(hue[2], [-1, 0])
+    assert factor_target("earring_size", np.array([0.2, 0.7])).tolist() == [0.2, 0.7]
+
+
+def test_probe_reads_a_factor_only_where_it_is_drawn_and_names_its_latent():
+    rng = np.random.default_rng(1)
+    n = 3000
+    z = rng.normal(size=(n, 6))  # z_c = columns 0, 1; z_s = columns 2..5
+    earrings = rng.random(n) < 0.4
+    size = np.where(earrings, 0.5 + 0.1 * z[:, 3], rng.random(n))  # carried by style latent 1 where drawn
+    labels = np.stack([earrings, rng.random(n) < 0.5], 1).astype(np.int64)
+    factors = {"earring_size": size, "jaw": rng.random(n), "tie_hue": rng.random(n)}
+    labels[:, 1] = 0
+    labels[:20, 1] = 1  # ties on 20 faces only: too few to fit 6 latents and test
+    rows = {r["factor"]: r for r in probe(z, factors, labels, ["Wearing_Earrings", "Wearing_Necktie"],
+                                          num_characteristic=2, latent_names=["A", "B", "s0", "s1", "s2", "s3"],
+                                          names=["earring_size", "jaw", "tie_hue"])}
+    ear = rows["earring_size"]
+    assert ear["faces"] == earrings.sum() and ear["shown_when"] == ("Wearing_Earrings", 1)
+    assert ear["r2"] > 0.99 and ear["r2_style"] > 0.99 and abs(ear["r2_characteristic"]) < 0.05
+    assert ear["best_latent"] == "s1" and ear["best_r2"] > 0.99
+    assert rows["jaw"]["faces"] == n and abs(rows["jaw"]["r2"]) < 0.05  # noise: nothing to read
+    assert rows["tie_hue"]["faces"] == 20 and rows["tie_hue"]["r2"] is None and rows["tie_hue"]["best_latent"] is None
+
+
+def test_cli_prints_a_row_per_factor_and_rejects_bad_input(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_model
+
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
+    tiny_model(labels=("Eyeglasses", "Wearing_Earrings"), latent_dim=6, image_size=32).save_pretrained(tmp_path / "m")
+    tiny_model().save_pretrained(tmp_path / "m16")  # 16x16: no synthetic faces that small
+    assert main(parse_args([str(tmp_path / "m"), "--n", "300", "--factors", "earring_size", "pos_x"])) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| earring_size") or line.startswith("| pos_x")]
+    assert len(rows) == 2 and "Wearing_Earrings = 1" in rows[0]
+    r2 = float(rows[1].split("|")[4])
+    assert -1 < r2 <= 1
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--factors", "earring_colour"])
+    assert "unknown factor(s) ['earring_colour']" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "missing")])) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m16"), "--n", "300"])) == 2
+    assert "image_size must be 32, 64, 128 or 256" in capsys.readouterr().err

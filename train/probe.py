@@ -1,0 +1,153 @@
+"""What a model's latents know about the faces' generating factors: `python -m train.probe [CHECKPOINT]`.
+
+The synthetic faces are drawn from known factors (`train.data.synthetic.FACTOR_NAMES`: the
+characteristics of each label, such as the earrings' style, size and hue, and the style factors,
+such as the face's width and the background). For each factor, over the test faces on which it is
+drawn (`FACTOR_SHOWN_WHEN`: the earrings' hue only on faces that wear earrings), a least-squares
+linear map from the posterior means E_q[z|x] is fitted on the first `fit` share of those faces and
+scored on the rest (t one-hot for a categorical factor, (cos, sin) for a hue around the circle):
+
+    R^2 = 1 - sum (t - t_hat)^2 / sum (t - mean t)^2     (held out)
+
+from all of z, from the characteristic latents z_c only, from the style latents z_s only, and from
+the single latent that predicts it best (named). R^2 near 0 means the encoder passes on nothing
+linear about the factor, so the decoder can only draw its average (README: the bundled model
+knows the hue of the hat, the background and the shirt, and next to nothing of the earrings').
+A linear probe is a lower bound on what z holds; it is the one the decoder's first layer sees.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccvae import CCVAE, CheckpointError, editing
+
+from . import batches
+from .data import load_dataset
+from .data.synthetic import CATEGORICAL_FACTORS, CIRCULAR_FACTORS, FACTOR_NAMES, FACTOR_SHOWN_WHEN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def held_out_r2(z_fit: np.ndarray, t_fit: np.ndarray, z_test: np.ndarray, t_test: np.ndarray) -> float:
+    """Held-out R^2 of the least-squares affine prediction of t from z.
+
+    z_*: (N, D) features; t_*: (N,) or (N, K) targets (K outputs pooled: one minus the summed
+    squared error over the summed squared deviation from the test mean). 0 is the test mean's score;
+    it can fall below 0 when the fit does worse than the mean on new faces."""
+    if len(z_fit) <= z_fit.shape[1] + 1:
+        raise ValueError(f"need more fitted faces than features + 1 ({z_fit.shape[1] + 1}), got {len(z_fit)}")
+    a_fit = np.c_[z_fit, np.ones(len(z_fit))]
+    a_test = np.c_[z_test, np.ones(len(z_test))]
+    t_fit, t_test = t_fit.reshape(len(t_fit), -1), t_test.reshape(len(t_test), -1)
+    w, *_ = np.linalg.lstsq(a_fit, t_fit, rcond=None)
+    total = ((t_test - t_test.mean(0)) ** 2).sum()
+    if total == 0:
+        return float("nan")  # a constant factor: nothing to explain
+    return float(1 - ((a_test @ w - t_test) ** 2).sum() / total)
+
+
+def factor_target(name: str, values: np.ndarray) -> np.ndarray:
+    """(N,) values as a regression target: as they are; one-hot (N, K) for a categorical factor;
+    (cos 2 pi h, sin 2 pi h), (N, 2), for a hue around the whole circle."""
+    if name in CATEGORICAL_FACTORS:
+        kinds = np.unique(values)
+        return (values[:, None] == kinds[None]).astype(np.float64)
+    if name in CIRCULAR_FACTORS:
+        angle = 2 * np.pi * values.astype(np.float64)
+        return np.stack([np.cos(angle), np.sin(angle)], 1)
+    return values.astype(np.float64)
+
+
+def probe(z: np.ndarray, factors: dict[str, np.ndarray], labels: np.ndarray, label_names: list[str], *,
+          num_characteristic: int, latent_names: list[str], names: list[str] | None = None,
+          fit: float = 0.7, min_faces: int = 100) -> list[dict]:
+    """One row per factor: faces it is drawn on and the held-out R^2 of its linear prediction.
+
+    z: (N, D) posterior means, the first `num_characteristic` columns z_c; factors: name -> (N,)
+    values; labels: (N, L) in {0, 1} named by `label_names` (the conditions of FACTOR_SHOWN_WHEN).
+    Rows of factors drawn on fewer than `min_faces` faces carry faces only (r2 None)."""
+    if not 0 < fit < 1:
+        raise ValueError(f"fit must be a share in (0, 1), got {fit}")
+    groups = {"r2": slice(None), "r2_characteristic": slice(0, num_characteristic),
+              "r2_style": slice(num_characteristic, None)}
+    rows = []
+    for name in names or FACTOR_NAMES:
+        keep = np.ones(len(z), dtype=bool)
+        if name in FACTOR_SHOWN_WHEN:
+            label, value = FACTOR_SHOWN_WHEN[name]
+            keep = labels[:, label_names.index(label)] == value
+        row = {"factor": name, "faces": int(keep.sum()), "shown_when": FACTOR_SHOWN_WHEN.get(name)}
+        n_fit = int(keep.sum() * fit)
+        if keep.sum() < min_faces or n_fit <= z.shape[1] + 1:
+            rows.append(row | dict.fromkeys([*groups, "best_latent", "best_r2"]))
+            continue
+        zk, tk = z[keep], factor_target(name, factors[name][keep])
+        for key, cols in groups.items():
+            zc = zk[:, cols]
+            row[key] = held_out_r2(zc[:n_fit], tk[:n_fit], zc[n_fit:], tk[n_fit:]) if zc.shape[1] else None
+        single = [held_out_r2(zk[:n_fit, [j]], tk[:n_fit], zk[n_fit:, [j]], tk[n_fit:]) for j in range(z.shape[1])]
+        best = int(np.nanargmax(single))
+        rows.append(row | {"best_latent": latent_names[best], "best_r2": single[best]})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The rows as a Markdown table."""
+    fmt = lambda v: "—" if v is None or v != v else f"{v:.3f}"  # noqa: E731  (None, NaN)
+    lines = ["| factor | drawn on | faces | R² all z | R² z_c | R² z_s | best single latent |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        where = f"{r['shown_when'][0]} = {r['shown_when'][1]}" if r["shown_when"] else "all"
+        best = "—" if r["best_latent"] is None else f"{r['best_latent']} ({r['best_r2']:.3f})"
+        lines.append(f"| {r['factor']} | {where} | {r['faces']} | {fmt(r['r2'])} | {fmt(r['r2_characteristic'])} "
+                     f"| {fmt(r['r2_style'])} | {best} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints" / "synthetic-faces"),
+                   help="model folder or Hub id (default: the bundled model)")
+    p.add_argument("--n", type=int, default=5000, help="synthetic test faces to encode")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
+    p.add_argument("--factors", nargs="+", metavar="FACTOR", help=f"only these (default: all {len(FACTOR_NAMES)})")
+    p.add_argument("--fit", type=float, default=0.7, help="share of each factor's faces the map is fitted on")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.factors or []) - set(FACTOR_NAMES))
+    if unknown:
+        p.error(f"unknown factor(s) {unknown}; the synthetic factors are {FACTOR_NAMES}")
+    if args.n < 2:
+        p.error(f"--n must be at least 2 faces, got {args.n}")
+    if not 0 < args.fit < 1:
+        p.error(f"--fit must be a share in (0, 1), got {args.fit}")
+    return args
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        model = CCVAE.from_pretrained(args.checkpoint).eval()
+        test = load_dataset("synthetic", "test", image_size=model.image_size, seed=args.data_seed, limit=args.n)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    z = []
+    for start in range(0, len(test), 500):
+        x = batches.to_float(batches.load(test.images[start:start + 500]))
+        z.append(editing.encode(model, x).cpu())
+    z = torch.cat(z).numpy().astype(np.float64)
+    latent_names = [*model.label_names, *(f"style {j}" for j in range(model.style_dim))]
+    rows = probe(z, test.factors, np.asarray(test.labels), test.label_names, num_characteristic=model.num_labels,
+                 latent_names=latent_names, names=args.factors, fit=args.fit)
+    print(f"{args.checkpoint}: linear probes from E_q[z|x] on {len(test)} synthetic test faces "
+          f"(fitted on the first {args.fit:.0%} of the faces each factor is drawn on, R² on the rest)")
+    print(format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
