@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from train.probe import factor_target, held_out_r2, main, parse_args, probe
+from train.probe import factor_target, held_out_r2, main, parse_args, probe, region_errors
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -52,10 +52,18 @@ def test_cli_prints_a_row_per_factor_and_rejects_bad_input(tmp_path, monkeypatch
     from conftest import tiny_model
 
     monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
-    tiny_model(labels=("Eyeglasses", "Wearing_Earrings"), latent_dim=6, image_size=32).save_pretrained(tmp_path / "m")
+    tiny_model(labels=("Eyeglasses", "Wearing_Earrings", "Black_Hair"), latent_dim=6,
+               image_size=32).save_pretrained(tmp_path / "m")
     tiny_model().save_pretrained(tmp_path / "m16")  # 16x16: no synthetic faces that small
-    assert main(parse_args([str(tmp_path / "m"), "--n", "300", "--factors", "earring_size", "pos_x"])) == 0
+    assert main(parse_args([str(tmp_path / "m"), "--n", "300", "--factors", "earring_size", "pos_x",
+                            "--regions", "--region-faces", "4"])) == 0
     out = capsys.readouterr().out
+    regions = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines()
+               if line.startswith(("| Eyeglasses", "| Wearing_Earrings", "| Black_Hair"))}
+    assert set(regions) == {"Eyeglasses", "Wearing_Earrings", "Black_Hair"}
+    hair = regions.pop("Black_Hair")  # drawn from hair_class, not from its flag: no pixels of its own
+    assert int(hair[2]) == 4 and hair[3].strip() == "0" and hair[6].strip() == "—"
+    assert all(int(r[2]) == 4 and float(r[3]) > 0 and float(r[6]) <= 1 for r in regions.values())
     rows = [line for line in out.splitlines() if line.startswith("| earring_size") or line.startswith("| pos_x")]
     assert len(rows) == 2 and "Wearing_Earrings = 1" in rows[0]
     r2 = float(rows[1].split("|")[4])
@@ -67,3 +75,20 @@ def test_cli_prints_a_row_per_factor_and_rejects_bad_input(tmp_path, monkeypatch
     assert "error:" in capsys.readouterr().err
     assert main(parse_args([str(tmp_path / "m16"), "--n", "300"])) == 2
     assert "image_size must be 32, 64, 128 or 256" in capsys.readouterr().err
+
+
+def test_region_errors_score_a_label_drawn_exactly_as_captured_and_one_left_out_as_not():
+    rng = np.random.default_rng(2)
+    without = rng.random((4, 8, 8, 3)).astype(np.float32)
+    x = without.copy()
+    x[:, 2:4, 5:7] = [1.0, 0.8, 0.0]  # a 2x2 earring on every face (4 pixels)
+    exact = region_errors(x, without, x)
+    assert exact["pixels"] == 4 and exact["captured"] == 1 and exact["error_share"] == 0
+    left_out = region_errors(x, without, without)
+    assert left_out["captured"] == 0 and left_out["error_share"] == 1
+    blurry = np.clip(x + 0.05 * rng.normal(size=x.shape), 0, 1)
+    half = blurry.copy()
+    half[:, 2:4, 5:7] = (x[:, 2:4, 5:7] + without[:, 2:4, 5:7]) / 2  # drawn at half strength
+    r = region_errors(x, without, half)
+    assert abs(r["captured"] - 0.75) < 1e-5  # half the difference left, a quarter of its squared error
+    assert r["mse_ratio"] > 1 and 0 < r["error_share"] < 1

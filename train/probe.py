@@ -14,6 +14,9 @@ the single latent that predicts it best (named). R^2 near 0 means the encoder pa
 linear about the factor, so the decoder can only draw its average (README: the bundled model
 knows the hue of the hat, the background and the shirt, and next to nothing of the earrings').
 A linear probe is a lower bound on what z holds; it is the one the decoder's first layer sees.
+
+`--regions` adds, for each label, the pixels it draws (the face rendered with and without it) and
+how much of them the reconstructions get (`region_errors`).
 """
 from __future__ import annotations
 
@@ -109,6 +112,68 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def region_errors(x: np.ndarray, x_without: np.ndarray, recon: np.ndarray, *, tol: float = 0.02) -> dict:
+    """Where a label is drawn and how much of it a reconstruction gets, over N faces that have it.
+
+    x: (N, H, W, C) the faces; x_without: the same faces rendered without the label; recon: the
+    model's reconstructions of x; all in [0, 1]. The label's pixels are those where x and x_without
+    differ (summed over channels, by more than `tol`). Returns the mean number of such pixels per
+    face, the share of the reconstructions' squared error that falls on them, their per-pixel mean
+    squared error over that of the other pixels, and `captured` = 1 - SE(recon) / SE(x_without) on
+    them: 1 for a reconstruction that draws the label exactly, 0 for one that leaves it out, which
+    under a Gaussian p(x|z) is the share of the label's log-likelihood the model earns."""
+    mask = np.abs(x - x_without).sum(-1) > tol                  # (N, H, W)
+    se = ((recon - x) ** 2).sum(-1)                               # (N, H, W)
+    left_out = (((x_without - x) ** 2).sum(-1) * mask).sum()
+    there, elsewhere = (se * mask).sum(), (se * ~mask).sum()
+    return {"pixels": float(mask.sum(axis=(1, 2)).mean()), "error_share": float(there / max(se.sum(), 1e-12)),
+            "mse_ratio": float((there / max(mask.sum(), 1)) / max(elsewhere / max((~mask).sum(), 1), 1e-12)),
+            "captured": float(1 - there / left_out) if left_out > 0 else float("nan")}
+
+
+def label_regions(model: CCVAE, *, faces: int = 100, data_seed: int = 0, scan: int = 6000) -> list[dict]:
+    """region_errors of each of the model's synthetic labels over (up to) `faces` test faces that have
+    it, found among the first `scan` of the test split; one row per label. The label's pixels are
+    those its flag draws (the face rendered with the flag off, every factor kept): none for the hair
+    colours, which the renderer draws from hair_class (their rows carry faces and pixels = 0 only);
+    for Smiling and Narrow_Eyes, only what the flag adds to the smile and eye_open factors."""
+    from .data.synthetic import LABEL_NAMES, render_face, sample_factors
+
+    names = [nm for nm in model.label_names if nm in LABEL_NAMES]
+    found = {nm: [] for nm in names}
+    for i in range(scan):
+        f = sample_factors(data_seed, "test", i)
+        for nm in names:
+            if f[nm] and len(found[nm]) < faces:
+                found[nm].append(f)
+        if all(len(v) >= faces for v in found.values()):
+            break
+    rows = []
+    for nm in names:
+        if not found[nm]:
+            rows.append({"label": nm, "faces": 0})
+            continue
+        x = np.stack([render_face(f, model.image_size) for f in found[nm]]).astype(np.float32) / 255
+        x0 = np.stack([render_face(dict(f, **{nm: False}), model.image_size) for f in found[nm]]).astype(np.float32) / 255
+        recon = editing.reconstruct(model, torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).cpu().numpy()
+        row = {"label": nm, "faces": len(found[nm])} | region_errors(x, x0, recon)
+        rows.append(row if row["pixels"] else {"label": nm, "faces": len(found[nm]), "pixels": 0.0})
+    return rows
+
+
+def format_regions(rows: list[dict]) -> str:
+    """label_regions rows as a Markdown table."""
+    lines = ["| label | faces | pixels it draws | share of the squared error | MSE there ÷ elsewhere | captured |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["faces"] or not r["pixels"]:  # none found, or drawn from a factor (hair colours: hair_class)
+            lines.append(f"| {r['label']} | {r['faces']} | {'0' if r['faces'] else '—'} | — | — | — |")
+            continue
+        lines.append(f"| {r['label']} | {r['faces']} | {r['pixels']:.0f} | {r['error_share']:.3f} | {r['mse_ratio']:.1f} "
+                     f"| {r['captured']:.2f} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints" / "synthetic-faces"),
@@ -117,12 +182,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--factors", nargs="+", metavar="FACTOR", help=f"only these (default: all {len(FACTOR_NAMES)})")
     p.add_argument("--fit", type=float, default=0.7, help="share of each factor's faces the map is fitted on")
+    p.add_argument("--regions", action="store_true",
+                   help="also: for each label, its pixels (the face rendered with and without it) and how much of "
+                        "them the reconstructions get")
+    p.add_argument("--region-faces", type=int, default=100, help="faces per label for --regions")
     args = p.parse_args(argv)
     unknown = sorted(set(args.factors or []) - set(FACTOR_NAMES))
     if unknown:
         p.error(f"unknown factor(s) {unknown}; the synthetic factors are {FACTOR_NAMES}")
     if args.n < 2:
         p.error(f"--n must be at least 2 faces, got {args.n}")
+    if args.region_faces < 1:
+        p.error(f"--region-faces must be at least 1, got {args.region_faces}")
     if not 0 < args.fit < 1:
         p.error(f"--fit must be a share in (0, 1), got {args.fit}")
     return args
@@ -146,6 +217,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint}: linear probes from E_q[z|x] on {len(test)} synthetic test faces "
           f"(fitted on the first {args.fit:.0%} of the faces each factor is drawn on, R² on the rest)")
     print(format_rows(rows))
+    if args.regions:
+        print(f"\nwhere each label is drawn (up to {args.region_faces} test faces that have it, rendered with and "
+              "without it) and how much of it the reconstructions get:")
+        print(format_regions(label_regions(model, faces=args.region_faces, data_seed=args.data_seed)))
     return 0
 
 
