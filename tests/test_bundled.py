@@ -1,10 +1,10 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here (300 faces, the oracle judging 100; measured there on 2026-11-29 for the v9
-model: PSNR 26.33, intervention success 0.937, feasible 0.984 (every label 0.907 or more),
-with the exclusive labels cleared as the app edits 0.977 (hair colours 0.995, 0.98, 0.92, Bald
-0.905), conditional accuracy 0.926). Labels below the issue's 0.90 intervention bar are listed in the
+smaller sample here (300 faces, the oracle judging 100; measured there on 2026-11-29 for the v10
+model: PSNR 26.30, intervention success 0.940, feasible 0.987 (every label 0.938 or more),
+with the exclusive labels cleared as the app edits 0.983 (hair colours 1.00, 0.965, 0.955, Bald
+0.935), conditional accuracy 0.927). Labels below the issue's 0.90 intervention bar are listed in the
 README; the means are asserted at their measured level less that margin, so a regression still
 fails.
 """
@@ -59,15 +59,16 @@ def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
         assert success[label] >= 0.88, (label, success[label])
     # the edits the data can show work for every label (hair colours and Bald included)
     for label, rate in metrics["intervention_success_feasible"].items():
-        assert rate >= 0.85, (label, rate)
+        assert rate >= 0.88, (label, rate)
     assert metrics["intervention_success_mean"] >= 0.90
     # the app's edit (editing.intervene) lifts the labels it clears for and no other
     consistent = metrics["intervention_success_consistent"]
     for label in ("Black_Hair", "Blond_Hair", "Brown_Hair"):
-        assert consistent[label] >= 0.86 and consistent[label] >= success[label] + 0.02, (label, consistent[label])
+        assert consistent[label] >= 0.88 and consistent[label] >= success[label] + 0.02, (label, consistent[label])
+    assert consistent["Bald"] >= 0.88, consistent["Bald"]  # clearing Bangs and a hat (full test set: 0.967)
     assert all(consistent[label] == success[label] for label in strong if label not in ("Bangs", "Wearing_Hat"))
-    assert metrics["intervention_success_consistent_mean"] >= 0.95
-    assert metrics["intervention_success_feasible_mean"] >= 0.94
+    assert metrics["intervention_success_consistent_mean"] >= 0.96
+    assert metrics["intervention_success_feasible_mean"] >= 0.96
     assert metrics["conditional_accuracy"] >= 0.90
 
 
@@ -75,7 +76,7 @@ def test_resampling_a_characteristic_varies_the_image(metrics):
     for label, d in metrics["diversity"].items():
         assert d["variance"] > 0, label
     # a new variant of a characteristic the face has: the oracle still sees it (measured on these
-    # 100 faces: 0.94 to 1.0 for every label but Wearing_Earrings, 0.83; README)
+    # 100 faces: 0.90 (Wearing_Hat) to 1.0 for every label but Wearing_Earrings, 0.84; README)
     for label, d in metrics["diversity"].items():
         assert d["oracle_present"] >= (0.7 if label == "Wearing_Earrings" else 0.88), (label, d["oracle_present"])
         assert d["faces_with_label"] > 0, label
