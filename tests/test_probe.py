@@ -46,6 +46,9 @@ def test_probe_reads_a_factor_only_where_it_is_drawn_and_names_its_latent():
     assert ear["best_latent"] == "s1" and ear["best_r2"] > 0.99
     assert rows["jaw"]["faces"] == n and abs(rows["jaw"]["r2"]) < 0.05  # noise: nothing to read
     assert rows["tie_hue"]["faces"] == 20 and rows["tie_hue"]["r2"] is None and rows["tie_hue"]["best_latent"] is None
+    constant = probe(z, {"jaw": np.full(n, 0.3)}, labels, ["Wearing_Earrings", "Wearing_Necktie"], num_characteristic=2,
+                     latent_names=["A", "B", "s0", "s1", "s2", "s3"], names=["jaw"])[0]
+    assert constant["best_latent"] is None and constant["r2"] != constant["r2"]  # NaN: no variance to explain
 
 
 def test_cli_prints_a_row_per_factor_and_rejects_bad_input(tmp_path, monkeypatch, capsys):

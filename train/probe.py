@@ -48,9 +48,9 @@ def held_out_r2(z_fit: np.ndarray, t_fit: np.ndarray, z_test: np.ndarray, t_test
     a_test = np.c_[z_test, np.ones(len(z_test))]
     t_fit, t_test = t_fit.reshape(len(t_fit), -1), t_test.reshape(len(t_test), -1)
     w, *_ = np.linalg.lstsq(a_fit, t_fit, rcond=None)
-    total = ((t_test - t_test.mean(0)) ** 2).sum()
-    if total == 0:
+    if np.ptp(t_test, axis=0).max() <= 1e-12:
         return float("nan")  # a constant factor: nothing to explain
+    total = ((t_test - t_test.mean(0)) ** 2).sum()
     return float(1 - ((a_test @ w - t_test) ** 2).sum() / total)
 
 
@@ -94,6 +94,9 @@ def probe(z: np.ndarray, factors: dict[str, np.ndarray], labels: np.ndarray, lab
             zc = zk[:, cols]
             row[key] = held_out_r2(zc[:n_fit], tk[:n_fit], zc[n_fit:], tk[n_fit:]) if zc.shape[1] else None
         single = [held_out_r2(zk[:n_fit, [j]], tk[:n_fit], zk[n_fit:, [j]], tk[n_fit:]) for j in range(z.shape[1])]
+        if np.isnan(single).all():  # the factor is constant on the test faces: nothing to explain
+            rows.append(row | {"best_latent": None, "best_r2": None})
+            continue
         best = int(np.nanargmax(single))
         rows.append(row | {"best_latent": latent_names[best], "best_r2": single[best]})
     return rows
