@@ -123,8 +123,9 @@ def region_errors(x: np.ndarray, x_without: np.ndarray, recon: np.ndarray, *, to
     differ (summed over channels, by more than `tol`). Returns the mean number of such pixels per
     face, the share of the reconstructions' squared error that falls on them, their per-pixel mean
     squared error over that of the other pixels, and `captured` = 1 - SE(recon) / SE(x_without) on
-    them: 1 for a reconstruction that draws the label exactly, 0 for one that leaves it out, which
-    under a Gaussian p(x|z) is the share of the label's log-likelihood the model earns."""
+    them: 1 for a reconstruction that draws the label exactly, 0 for one that leaves it out, below 0
+    for one that does worse than leaving it out; under a Gaussian p(x|z) it is the share of the
+    label's log-likelihood the model earns."""
     mask = np.abs(x - x_without).sum(-1) > tol                  # (N, H, W)
     se = ((recon - x) ** 2).sum(-1)                               # (N, H, W)
     left_out = (((x_without - x) ** 2).sum(-1) * mask).sum()
