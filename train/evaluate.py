@@ -47,6 +47,7 @@ from ccvae import CCVAE, CheckpointError, default_device, editing
 from . import batches
 
 DEFAULT_ORACLE = Path(__file__).resolve().parents[1] / "checkpoints" / "oracle-synthetic"
+BUNDLED_MODEL = DEFAULT_ORACLE.parent / "synthetic-faces"  # the default of the CLIs that study one model
 
 
 @torch.no_grad()

@@ -28,10 +28,7 @@ import torch
 from ccvae import CCVAE, editing
 
 from . import batches
-from .evaluate import DEFAULT_ORACLE, exclusive_pairs, never_together
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from .evaluate import BUNDLED_MODEL, DEFAULT_ORACLE, exclusive_pairs, never_together
 
 def exclusive_groups(exclusive: np.ndarray) -> list[list[int]]:
     """Groups of pairwise exclusive labels, greedily: each label not yet grouped starts a group that
@@ -85,7 +82,7 @@ def write_config(checkpoint: Path, train_labels: np.ndarray) -> list[list[str]]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints" / "synthetic-faces"))
+    p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL))
     p.add_argument("--n", type=int, default=500, help="test faces (the evaluation's oracle judges the first 500)")
     w = p.add_argument_group("--write-config: the labels the checkpoint was trained on (as `python -m train` took them)")
     w.add_argument("--write-config", action="store_true",

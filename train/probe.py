@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,10 +30,9 @@ from ccvae import CCVAE, CheckpointError, editing
 
 from . import batches
 from .data import load_dataset
-from .data.synthetic import CATEGORICAL_FACTORS, CIRCULAR_FACTORS, FACTOR_NAMES, FACTOR_SHOWN_WHEN
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from .data.synthetic import (CATEGORICAL_FACTORS, CIRCULAR_FACTORS, FACTOR_NAMES, FACTOR_SHOWN_WHEN, LABEL_NAMES,
+                             render_face, sample_factors)
+from .evaluate import BUNDLED_MODEL
 
 def held_out_r2(z_fit: np.ndarray, t_fit: np.ndarray, z_test: np.ndarray, t_test: np.ndarray) -> float:
     """Held-out R^2 of the least-squares affine prediction of t from z.
@@ -141,8 +139,6 @@ def label_regions(model: CCVAE, *, faces: int = 100, data_seed: int = 0, scan: i
     those its flag draws (the face rendered with the flag off, every factor kept): none for the hair
     colours, which the renderer draws from hair_class (their rows carry faces and pixels = 0 only);
     for Smiling and Narrow_Eyes, only what the flag adds to the smile and eye_open factors."""
-    from .data.synthetic import LABEL_NAMES, render_face, sample_factors
-
     names = [nm for nm in model.label_names if nm in LABEL_NAMES]
     found = {nm: [] for nm in names}
     for i in range(scan):
@@ -180,7 +176,7 @@ def format_regions(rows: list[dict]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints" / "synthetic-faces"),
+    p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
                    help="model folder or Hub id (default: the bundled model)")
     p.add_argument("--n", type=int, default=5000, help="synthetic test faces to encode")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
