@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from train.probe import factor_target, held_out_r2, main, parse_args, probe, region_errors
+from train.probe import factor_target, format_usage, held_out_r2, main, parse_args, probe, region_errors, style_usage
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -71,6 +71,8 @@ def test_cli_prints_a_row_per_factor_and_rejects_bad_input(tmp_path, monkeypatch
     assert len(rows) == 2 and "Wearing_Earrings = 1" in rows[0]
     r2 = float(rows[1].split("|")[4])
     assert -1 < r2 <= 1
+    usage = [line for line in out.splitlines() if line.startswith("style latents z_s:")]
+    assert len(usage) == 1 and " of 3 active" in usage[0]  # latent_dim 6 - 3 labels
     with pytest.raises(SystemExit):
         parse_args([str(tmp_path / "m"), "--factors", "earring_colour"])
     assert "unknown factor(s) ['earring_colour']" in capsys.readouterr().err
@@ -95,3 +97,17 @@ def test_region_errors_score_a_label_drawn_exactly_as_captured_and_one_left_out_
     r = region_errors(x, without, half)
     assert abs(r["captured"] - 0.75) < 1e-5  # half the difference left, a quarter of its squared error
     assert r["mse_ratio"] > 1 and 0 < r["error_share"] < 1
+
+
+def test_style_usage_counts_the_latents_that_vary_and_sums_their_kl():
+    rng = np.random.default_rng(2)
+    loc = np.c_[rng.normal(size=(500, 2)) * 2, np.full(500, 0.3), 0.05 * rng.normal(size=500)]  # 2 used, 2 not
+    scale = np.c_[np.full((500, 2), 0.05), np.ones(500), np.full(500, 0.9)]
+    kl = 0.5 * (scale ** 2 + loc ** 2 - 1) - np.log(scale)
+    u = style_usage(loc, kl)
+    assert u["dims"] == 4 and u["active"] == 2
+    assert u["kl"] == sorted(u["kl"], reverse=True) and u["kl_total"] == pytest.approx(kl.mean(0).sum())
+    assert u["kl"][0] > 2 and u["kl"][-1] < 0.1  # the used latents pay nats, the constant one ~nothing
+    line = format_usage(u)
+    assert line.startswith("style latents z_s: 2 of 4 active") and f"{u['kl_total']:.1f} in all" in line
+    assert format_usage(style_usage(np.zeros((3, 0)), np.zeros((3, 0)))) == "style latents z_s: none"

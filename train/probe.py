@@ -15,6 +15,10 @@ linear about the factor, so the decoder can only draw its average (README: the b
 knows the hue of the hat, the background and the shirt, and next to nothing of the earrings').
 A linear probe is a lower bound on what z holds; it is the one the decoder's first layer sees.
 
+It also prints how many style latents the encoder uses and the nats each one carries
+(`style_usage`): when every one is active at several nats, z_s is full, and the factors that earn
+little likelihood are the ones left out.
+
 `--regions` adds, for each label, the pixels it draws (the face rendered with and without it) and
 how much of them the reconstructions get (`region_errors`).
 """
@@ -113,6 +117,27 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def style_usage(loc_s: np.ndarray, kl_s: np.ndarray, *, threshold: float = 0.01) -> dict:
+    """How much of the style latents' room the encoder uses, over N faces.
+
+    loc_s: (N, S) posterior means of z_s; kl_s: (N, S) KL(q(z_j|x) || N(0, 1)) per face and latent.
+    A latent is active when its mean varies across faces, Var_x E_q[z_j|x] > threshold (as
+    `train.evaluate.active_units`). Returns the counts, each latent's mean KL in nats (largest
+    first) and their sum. Every latent active, each at several nats, says the style latents are
+    full: factors that earn little likelihood (small objects) are then left out."""
+    kl = kl_s.mean(0)
+    return {"dims": int(loc_s.shape[1]), "active": int((loc_s.var(0) > threshold).sum()),
+            "kl": sorted(kl.tolist(), reverse=True), "kl_total": float(kl.sum())}
+
+
+def format_usage(u: dict) -> str:
+    if not u["dims"]:
+        return "style latents z_s: none"
+    kl = u["kl"]
+    return (f"style latents z_s: {u['active']} of {u['dims']} active (Var E_q[z_j|x] > 0.01); KL to N(0, 1) per "
+            f"latent {kl[-1]:.2f} .. {kl[0]:.2f} nats (median {float(np.median(kl)):.2f}), {u['kl_total']:.1f} in all")
+
+
 def region_errors(x: np.ndarray, x_without: np.ndarray, recon: np.ndarray, *, tol: float = 0.02) -> dict:
     """Where a label is drawn and how much of it a reconstruction gets, over N faces that have it.
 
@@ -206,10 +231,12 @@ def main(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    z = []
-    for start in range(0, len(test), 500):
-        x = batches.to_float(batches.load(test.images[start:start + 500]))
-        z.append(editing.encode(model, x).cpu())
+    z, kl_s = [], []
+    with torch.no_grad():
+        for start in range(0, len(test), 500):
+            q = model.encode(batches.to_float(batches.load(test.images[start:start + 500])).to(model.device))
+            z.append(q.mode().cpu())
+            kl_s.append(q.kl_standard_normal()[:, model.num_labels:].cpu())
     z = torch.cat(z).numpy().astype(np.float64)
     latent_names = [*model.label_names, *(f"style {j}" for j in range(model.style_dim))]
     rows = probe(z, test.factors, np.asarray(test.labels), test.label_names, num_characteristic=model.num_labels,
@@ -217,6 +244,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint}: linear probes from E_q[z|x] on {len(test)} synthetic test faces "
           f"(fitted on the first {args.fit:.0%} of the faces each factor is drawn on, R² on the rest)")
     print(format_rows(rows))
+    print(format_usage(style_usage(z[:, model.num_labels:], torch.cat(kl_s).numpy().astype(np.float64))))
     if args.regions:
         print(f"\nwhere each label is drawn (up to {args.region_faces} test faces that have it, rendered with and "
               "without it) and how much of it the reconstructions get:")
