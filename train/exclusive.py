@@ -30,6 +30,7 @@ from ccvae import CCVAE, editing
 from . import batches
 from .evaluate import BUNDLED_MODEL, DEFAULT_ORACLE, exclusive_pairs, never_together
 
+
 def exclusive_groups(exclusive: np.ndarray) -> list[list[int]]:
     """Groups of pairwise exclusive labels, greedily: each label not yet grouped starts a group that
     takes every later label exclusive with all its members. exclusive: (L, L) bool."""
