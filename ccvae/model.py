@@ -57,6 +57,8 @@ class CCVAE(
     label_gates: the decoder also reads a learned soft step sigmoid(s_i (z_i - c_i)) of every
         characteristic latent (networks.Decoder), so it can draw a label fully wherever z_i reads
         present; False: the paper's decoder. The bundled synthetic-faces model uses it (README, v9).
+    decoder_film: the decoder's intermediate feature maps are also scaled and shifted channel-wise
+        by a linear map of z that starts at zero (FiLM; networks.Decoder); False: the paper's decoder.
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.
@@ -78,6 +80,7 @@ class CCVAE(
         hidden_dim: int = 256,
         refine_channels: int = 0,
         label_gates: bool = False,
+        decoder_film: bool = False,
         likelihood: str = "laplace",
         likelihood_scale: float = 0.1,
         learn_scale: bool = True,
@@ -108,6 +111,7 @@ class CCVAE(
             label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
             in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
             refine_channels=int(refine_channels), label_gates=bool(label_gates),
+            decoder_film=bool(decoder_film),
             likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
         )
@@ -120,7 +124,7 @@ class CCVAE(
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
         self.encoder = Encoder(in_channels=in_channels, **net)
         self.decoder = Decoder(out_channels=in_channels, refine_channels=int(refine_channels),
-                               gates=L if label_gates else 0, **net)
+                               gates=L if label_gates else 0, film=bool(decoder_film), **net)
         # q(y_i | z_i) = sigmoid(a_i z_i + b_i)
         self.classifier_weight = nn.Parameter(torch.ones(L))
         self.classifier_bias = nn.Parameter(torch.zeros(L))

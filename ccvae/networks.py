@@ -13,6 +13,12 @@ can act on fully, however far z_i sits from the boundary (without it, the paper'
 characteristic with a strength that grows with z_i, so the faces the encoder puts near the
 boundary get faint earrings). Measured on the synthetic faces (README, v9): the gates raised the
 hair and Bald edits and kept the earrings graded, which the decoder learnt with a shallow slope.
+With film = True every intermediate stage k of the decoder (the feature maps after each ReLU, widths
+128, 64, 32, 32 at 4x4 .. 32x32) is also modulated channel-wise by the latents (FiLM, Perez et al.
+2018): h_k <- h_k * (1 + gamma_k(z)) + beta_k(z), with gamma, beta one linear map of the decoder's
+input (z and the gates) that starts at zero, so training starts from the paper's decoder. A
+property of a small region (an earring's colour and kind) can then act at 32x32 directly instead of
+being carried there from the 1x1 bottleneck through four transposed convolutions.
 """
 from __future__ import annotations
 
@@ -73,12 +79,14 @@ class Decoder(nn.Module):
     gates: 0 for the paper's decoder; G > 0 appends g = sigmoid(s * (z[:, :G] - c)), (B, G), to its
         input, with centres c (G,) starting at 0 (midway between the conditional prior's starting
         means) and slopes s = exp(log_s) (G,) starting at GATE_SLOPE.
+    film: False for the paper's decoder; True adds film (Linear(latent_dim + G, 2 * sum(channels))),
+        whose output splits into gamma_k, beta_k (B, C_k) for the stage of width C_k, k = 0..n-1.
     """
 
     GATE_SLOPE = 4.0
 
     def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int,
-                 refine_channels: int = 0, gates: int = 0):
+                 refine_channels: int = 0, gates: int = 0, film: bool = False):
         super().__init__()
         if refine_channels < 0:
             raise ValueError(f"refine_channels must be 0 (none) or positive, got {refine_channels}")
@@ -90,6 +98,11 @@ class Decoder(nn.Module):
             self.gate_center = nn.Parameter(torch.zeros(gates))
             self.gate_log_slope = nn.Parameter(torch.full((gates,), math.log(self.GATE_SLOPE)))
         self.project = nn.Sequential(nn.Linear(latent_dim + gates, hidden_dim), nn.ReLU(inplace=True))
+        self.film_widths = rev if film else []  # C_k of the stages that are modulated
+        if film:
+            self.film = nn.Linear(latent_dim + gates, 2 * sum(rev))
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         layers = [nn.Unflatten(1, (hidden_dim, 1, 1)), nn.ConvTranspose2d(hidden_dim, rev[0], 4, 1, 0), nn.ReLU(inplace=True)]
         for c_in, c_out in zip(rev, rev[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
@@ -104,4 +117,15 @@ class Decoder(nn.Module):
         if self.gates:
             g = torch.sigmoid((z[:, :self.gates] - self.gate_center) * self.gate_log_slope.exp())  # (B, G)
             z = torch.cat([z, g], 1)
-        return self.body(self.project(z))
+        h = self.project(z)
+        if not self.film_widths:
+            return self.body(h)
+        # (B, 2 sum C_k) -> gamma_0, .., gamma_{n-1}, beta_0, .., beta_{n-1}, each (B, C_k, 1, 1)
+        mod = self.film(z).to(h.dtype)[:, :, None, None].split(self.film_widths * 2, 1)
+        n, k = len(self.film_widths), 0
+        for layer in self.body:
+            h = layer(h)
+            if k < n and isinstance(layer, nn.ReLU):  # the stages' ReLUs come first; the refine stage's is last
+                h = torch.addcmul(mod[n + k], h, 1 + mod[k])
+                k += 1
+        return h

@@ -149,3 +149,32 @@ def test_label_gates_are_a_step_of_z_c_that_the_decoder_reads_and_they_travel_wi
     from ccvae.networks import Decoder
     with pytest.raises(ValueError, match="gates must be between 0 \\(none\\) and latent_dim=6, got 7"):
         Decoder(image_size=16, out_channels=3, channels=[8, 8], hidden_dim=16, latent_dim=6, gates=7)
+
+
+@pytest.mark.parametrize("refine", [0, 4])
+def test_decoder_film_starts_as_the_plain_decoder_then_modulates_every_stage_and_travels(tmp_path, refine):
+    plain, model = tiny_model(refine_channels=refine), tiny_model(refine_channels=refine, decoder_film=True)
+    model.load_state_dict(plain.state_dict(), strict=False)  # the same weights, and film at its zero start
+    D, widths = model.latent_dim, list(model.config["channels"])[::-1]
+    assert model.decoder.film.out_features == 2 * sum(widths) and model.decoder.film.in_features == D
+    z = torch.randn(4, D)
+    with torch.no_grad():
+        assert torch.allclose(model.decode(z), plain.decode(z), atol=1e-6)  # starts as the paper's decoder
+    model.decode(z).square().sum().backward()
+    grad = model.decoder.film.weight.grad  # rows: gamma_0 .. gamma_{n-1}, beta_0 .. beta_{n-1}
+    per_stage = [g.abs().sum() for g in grad.split(widths * 2)]
+    assert all(g > 0 for g in per_stage), per_stage  # every stage's scale and shift is trained
+    with torch.no_grad():
+        model.decoder.film.weight.normal_()
+        assert not torch.allclose(model.decode(z), plain.decode(z))
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["decoder_film"] is True
+    loaded = CCVAE.from_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(z), model.decode(z))
+    plain.save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    del config["decoder_film"]  # a checkpoint saved before the entry existed
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    old = CCVAE.from_pretrained(tmp_path / "p")
+    assert not hasattr(old.decoder, "film") and not any("film" in k for k in old.state_dict())

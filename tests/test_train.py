@@ -69,6 +69,14 @@ def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_
     assert "--refine-channels must be 0 (the paper's decoder) or positive, got -2" in capsys.readouterr().err
 
 
+def test_decoder_film_is_trained_and_saved(tmp_path):
+    assert run(tmp_path / "film", "--epochs", "1", "--decoder-film", "--label-gates") == 0
+    model = CCVAE.from_pretrained(tmp_path / "film" / "model")
+    assert model.config["decoder_film"] is True and model.config["label_gates"] is True
+    assert model.decoder.film.in_features == model.latent_dim + model.num_labels  # z and the gates
+    assert model.decoder.film.weight.abs().max() > 0  # trained away from its zero start
+
+
 def test_label_gates_are_trained_and_saved(tmp_path):
     assert run(tmp_path / "gated", "--epochs", "1", "--label-gates") == 0
     from ccvae.networks import Decoder

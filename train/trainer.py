@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="full-resolution feature maps at the decoder's end (0: the paper's decoder)")
     m.add_argument("--label-gates", action="store_true",
                    help="the decoder also reads a learned soft step of each characteristic latent (its label's presence)")
+    m.add_argument("--decoder-film", action="store_true",
+                   help="the latents also scale and shift the decoder's feature maps channel-wise at every stage (FiLM)")
     m.add_argument("--likelihood", choices=["laplace", "gaussian", "bernoulli"], default="laplace", help="p(x|z)")
     m.add_argument("--likelihood-scale", type=float, default=0.1, help="scale of p(x|z) (initial value when learned)")
     m.add_argument("--fixed-scale", action="store_true", help="keep the likelihood scale fixed instead of learning it")
@@ -204,6 +206,7 @@ def main(args: argparse.Namespace) -> int:
     exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
     model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
                   refine_channels=args.refine_channels, label_gates=args.label_gates,
+                  decoder_film=args.decoder_film,
                   likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
                   exclusive_labels=exclusive_labels)
     if len(labelled):
