@@ -126,6 +126,6 @@ class Decoder(nn.Module):
         for layer in self.body:
             h = layer(h)
             if k < n and isinstance(layer, nn.ReLU):  # the stages' ReLUs come first; the refine stage's is last
-                h = torch.addcmul(mod[n + k], h, 1 + mod[k])
+                h = h * (1 + mod[k]) + mod[n + k]
                 k += 1
         return h
