@@ -59,6 +59,7 @@ class CCVAE(
         present; False: the paper's decoder. The bundled synthetic-faces model uses it (README, v9).
     decoder_film: the decoder's intermediate feature maps are also scaled and shifted channel-wise
         by a linear map of z that starts at zero (FiLM; networks.Decoder); False: the paper's decoder.
+        Not used by the bundled model (README, v12: sharper, weaker hair and Bald edits).
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
     learn_scale: learn one global scale of p(x|z) by maximum likelihood.

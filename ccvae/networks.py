@@ -19,6 +19,8 @@ With film = True every intermediate stage k of the decoder (the feature maps aft
 input (z and the gates) that starts at zero, so training starts from the paper's decoder. A
 property of a small region (an earring's colour and kind) can then act at 32x32 directly instead of
 being carried there from the 1x1 bottleneck through four transposed convolutions.
+Measured on the synthetic faces (README, v12): +0.8 dB PSNR in fewer epochs and earrings seen in more
+resamples (0.79 -> 0.84), with weaker hair and Bald edits; the bundled model does not use it.
 """
 from __future__ import annotations
 
