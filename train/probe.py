@@ -137,8 +137,8 @@ def format_usage(u: dict) -> str:
         return "style latents z_s: none"
     kl = u["kl"]
     return (f"style latents z_s: {u['active']} of {u['dims']} active (Var_x E_q[z_j|x] > {u['threshold']:g}); "
-            f"KL to N(0, 1) per "
-            f"latent {kl[-1]:.2f} .. {kl[0]:.2f} nats (median {float(np.median(kl)):.2f}), {u['kl_total']:.1f} in all")
+            f"KL to N(0, 1) per latent {kl[-1]:.2f} .. {kl[0]:.2f} nats (median {float(np.median(kl)):.2f}), "
+            f"{u['kl_total']:.1f} in all")
 
 
 def region_errors(x: np.ndarray, x_without: np.ndarray, recon: np.ndarray, *, tol: float = 0.02) -> dict:
