@@ -61,6 +61,23 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_style_kl_warmup_ramps_beta_from_zero_and_bad_values_are_named(tmp_path, capsys, monkeypatch):
+    seen, supervised = [], objective.supervised
+    monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["style_kl_weight"]) or supervised(*a, **kw))
+    assert run(tmp_path / "warm", "--epochs", "2", "--style-kl-warmup", "2") == 0
+    assert seen == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6])  # what the loss got, step by step
+    log = [json.loads(line) for line in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
+    assert [r["style_kl_weight"] for r in log] == pytest.approx([2 / 6, 5 / 6])  # 3 batches an epoch
+    monkeypatch.setattr(objective, "supervised", supervised)
+    args = trainer.parse_args([*QUICK, "--out", "x", "--style-kl-weight", "2", "--style-kl-warmup", "4"])
+    assert [trainer.style_kl_weight(args, t) for t in (0, 1, 2, 4, 9)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert trainer.style_kl_weight(trainer.parse_args([*QUICK, "--out", "x"]), 0) == 1.0  # off by default
+    assert run(tmp_path / "bad", "--epochs", "1", "--style-kl-warmup", "-1") == 2
+    assert "--style-kl-warmup must be a number of epochs >= 0, got -1.0" in capsys.readouterr().err
+    assert run(tmp_path / "bad2", "--epochs", "1", "--style-kl-weight", "-0.5") == 2
+    assert "--style-kl-weight must be >= 0, got -0.5" in capsys.readouterr().err
+
+
 def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_path, capsys):
     assert run(tmp_path / "refined", "--epochs", "1", "--refine-channels", "4") == 0
     model = CCVAE.from_pretrained(tmp_path / "refined" / "model")

@@ -73,6 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--k", type=int, default=100, help="samples of q(z_c|x) that estimate q(y|x)")
     o.add_argument("--classification-weight", type=float, default=0.0, help="alpha: adds alpha * log q(y|x) to the labelled loss (0 = Eq. 1 alone)")
     o.add_argument("--style-kl-weight", type=float, default=1.0, help="beta: weight of the style latents' KL in the loss (1 = the paper's objective)")
+    o.add_argument("--style-kl-warmup", type=float, default=0.0,
+                   help="epochs (may be fractional) over which the style KL weight rises linearly from 0 to "
+                        "--style-kl-weight (0 = none): the first steps train the style latents as an autoencoder's, "
+                        "without the posterior noise that hides small details from the decoder")
     o.add_argument("--intervention-weight", type=float, default=0.0,
                    help="gamma: adds gamma * log q(y_i = v | z'_i) for edits that flip one label in the latent, decoded "
                         "and encoded again (not in the paper; 0 = off; see ccvae.objective.intervention_consistency)")
@@ -144,6 +148,14 @@ def intervention_weight(args: argparse.Namespace, position: float) -> float:
     return args.intervention_weight if position >= args.intervention_start else 0.0
 
 
+def style_kl_weight(args: argparse.Namespace, position: float) -> float:
+    """beta at a (fractional) epoch: --style-kl-weight * position / --style-kl-warmup during the
+    warm-up, --style-kl-weight after it. A function of the position alone, like the rest."""
+    if args.style_kl_warmup <= 0 or position >= args.style_kl_warmup:
+        return args.style_kl_weight
+    return args.style_kl_weight * position / args.style_kl_warmup
+
+
 def lr_schedule(args: argparse.Namespace):
     """None for a constant rate, else epoch (fractional) -> learning rate: a cosine from --lr at
     the start to --lr * --min-lr-ratio at --epochs. A function of the position alone, so a resumed
@@ -180,6 +192,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
     if not args.intervention_start >= 0:
         raise ValueError(f"--intervention-start must be an epoch >= 0, got {args.intervention_start}")
+    if not args.style_kl_warmup >= 0:
+        raise ValueError(f"--style-kl-warmup must be a number of epochs >= 0, got {args.style_kl_warmup}")
+    if not args.style_kl_weight >= 0:
+        raise ValueError(f"--style-kl-weight must be >= 0, got {args.style_kl_weight}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
     out: Path = args.out
@@ -289,7 +305,7 @@ def main(args: argparse.Namespace) -> int:
                         result = objective.supervised(model, x, y, k=args.k, generator=generator,
                                                       weight_grad=args.weight_grad,
                                                       classification_weight=args.classification_weight,
-                                                      style_kl_weight=args.style_kl_weight,
+                                                      style_kl_weight=style_kl_weight(args, epoch + b / len(plan)),
                                                       intervention_weight=intervention_weight(args, epoch + b / len(plan)),
                                                       intervention_batch=args.intervention_batch,
                                                       intervention_exclusive=exclusive,
@@ -299,7 +315,8 @@ def main(args: argparse.Namespace) -> int:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
                     with autocast:
-                        result = objective.unsupervised(model, x, generator=generator, style_kl_weight=args.style_kl_weight)
+                        result = objective.unsupervised(model, x, generator=generator,
+                                                        style_kl_weight=style_kl_weight(args, epoch + b / len(plan)))
                 kind = "sup" if is_labelled else "unsup"
                 finite = finite & torch.isfinite(result.loss.detach())
                 # Reading a GPU value waits for the GPU: check the loss every step on the CPU,
@@ -344,6 +361,8 @@ def main(args: argparse.Namespace) -> int:
                 counters["batch"] = 0
             record = {"epoch": counters["epoch"] + counters["batch"] / len(plan), "step": counters["step"], "seconds": round(counters["seconds"], 1),
                       **{k: float(sums[k]) / counts[k] for k in sums}, "lr": optimizer.param_groups[0]["lr"]}
+            if args.style_kl_warmup > 0:  # the weight the epoch's last step used
+                record["style_kl_weight"] = style_kl_weight(args, epoch + (len(plan) - 1) / len(plan))
             if world > 1:
                 record["rank_max_abs_diff"] = _rank_divergence(model)
             if is_main:
