@@ -293,7 +293,9 @@ def main(args: argparse.Namespace) -> int:
             bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not is_main, leave=False, dynamic_ncols=True)
             model.train()
+            position = epoch + counters["batch"] / len(plan)  # of the step being taken, in (fractional) epochs
             for b in bar:
+                position = epoch + b / len(plan)
                 is_labelled = plan[b]
                 order, seen = (lab_order, lab_seen) if is_labelled else (unl_order, unl_seen)
                 idx = order[seen * args.batch_size:(seen + 1) * args.batch_size][rank::world]
@@ -305,8 +307,8 @@ def main(args: argparse.Namespace) -> int:
                         result = objective.supervised(model, x, y, k=args.k, generator=generator,
                                                       weight_grad=args.weight_grad,
                                                       classification_weight=args.classification_weight,
-                                                      style_kl_weight=style_kl_weight(args, epoch + b / len(plan)),
-                                                      intervention_weight=intervention_weight(args, epoch + b / len(plan)),
+                                                      style_kl_weight=style_kl_weight(args, position),
+                                                      intervention_weight=intervention_weight(args, position),
                                                       intervention_batch=args.intervention_batch,
                                                       intervention_exclusive=exclusive,
                                                       intervention_clear=args.intervention_flips == "consistent",
@@ -315,8 +317,7 @@ def main(args: argparse.Namespace) -> int:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
                     with autocast:
-                        result = objective.unsupervised(model, x, generator=generator,
-                                                        style_kl_weight=style_kl_weight(args, epoch + b / len(plan)))
+                        result = objective.unsupervised(model, x, generator=generator, style_kl_weight=style_kl_weight(args, position))
                 kind = "sup" if is_labelled else "unsup"
                 finite = finite & torch.isfinite(result.loss.detach())
                 # Reading a GPU value waits for the GPU: check the loss every step on the CPU,
@@ -334,7 +335,7 @@ def main(args: argparse.Namespace) -> int:
                                         acc=f"{float(sums.get('sup_accuracy', 0)) / max(counts.get('sup_accuracy', 1), 1):.3f}")
                 if lr_at is not None:
                     for group in optimizer.param_groups:
-                        group["lr"] = lr_at(epoch + b / len(plan))
+                        group["lr"] = lr_at(position)
                 optimizer.zero_grad(set_to_none=True)
                 result.loss.backward()
                 _all_reduce_gradients(model, world)
@@ -362,7 +363,7 @@ def main(args: argparse.Namespace) -> int:
             record = {"epoch": counters["epoch"] + counters["batch"] / len(plan), "step": counters["step"], "seconds": round(counters["seconds"], 1),
                       **{k: float(sums[k]) / counts[k] for k in sums}, "lr": optimizer.param_groups[0]["lr"]}
             if args.style_kl_warmup > 0:  # the weight the epoch's last step used
-                record["style_kl_weight"] = style_kl_weight(args, epoch + (len(plan) - 1) / len(plan))
+                record["style_kl_weight"] = style_kl_weight(args, position)
             if world > 1:
                 record["rank_max_abs_diff"] = _rank_divergence(model)
             if is_main:
