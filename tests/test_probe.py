@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from train.probe import factor_target, format_usage, held_out_r2, main, parse_args, probe, region_errors, style_usage
+import torch
+
+from train.probe import (factor_target, format_usage, held_out_r2, kept_groups, label_kept, main, parse_args, probe,
+                         region_errors, style_usage)
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -111,3 +114,71 @@ def test_style_usage_counts_the_latents_that_vary_and_sums_their_kl():
     line = format_usage(u)
     assert line.startswith("style latents z_s: 2 of 4 active") and f"{u['kl_total']:.1f} in all" in line
     assert format_usage(style_usage(np.zeros((3, 0)), np.zeros((3, 0)))) == "style latents z_s: none"
+
+
+class _Stub:
+    """An oracle that sees the label where an image's mean brightness is above 0.5."""
+    label_names = ["Smiling", "Wearing_Earrings"]
+
+    def predict(self, x):
+        bright = x.mean((1, 2, 3)) > 0.5
+        return torch.stack([~bright, bright], 1)
+
+
+def test_label_kept_reads_faces_reconstructions_and_resamples_and_repeats_exactly():
+    from conftest import tiny_model
+
+    model = tiny_model(labels=("Wearing_Earrings", "Smiling")).eval()
+    images = np.zeros((10, 16, 16, 3), dtype=np.uint8)
+    images[:4] = 255  # the stub sees the label on the first four faces only
+    seen = label_kept(model, _Stub(), images, label="Wearing_Earrings", resamples=3, batch=4)
+    assert seen["original"].tolist() == [1.0] * 4 + [0.0] * 6
+    assert set(seen) == {"original", "reconstruction", "resamples"} and all(len(v) == 10 for v in seen.values())
+    assert np.allclose(seen["resamples"] * 3, np.round(seen["resamples"] * 3))  # a share of 3 draws per face
+    again = label_kept(model, _Stub(), images, label="Wearing_Earrings", resamples=3, batch=4)
+    assert all((seen[k] == again[k]).all() for k in seen)  # one seeded generator: the same figures
+    with pytest.raises(ValueError, match="resamples must be at least 1, got 0"):
+        label_kept(model, _Stub(), images, label="Wearing_Earrings", resamples=0)
+
+
+def test_kept_groups_split_every_face_once_per_factor_of_the_label():
+    rng = np.random.default_rng(0)
+    factors = {"earring_style": rng.integers(0, 3, 90).astype(float), "earring_size": rng.random(90),
+               "earring_hue": rng.random(90), "hat_hue": rng.random(90)}
+    groups = kept_groups("Wearing_Earrings", factors)
+    by_factor = {}
+    for name, mask in groups:
+        by_factor.setdefault(name.split(" ")[0].rstrip(","), []).append(mask)
+    assert set(by_factor) == {"earring_style", "earring_size", "earring_hue"}  # not the hat's hue
+    assert len(by_factor["earring_style"]) == 3 and len(by_factor["earring_size"]) == 3
+    assert all((np.sum(masks, 0) == 1).all() for masks in by_factor.values())  # each face in exactly one group
+    assert [int(m.sum()) for m in by_factor["earring_size"]] == [30, 30, 30]
+    from train.data.synthetic import FACTOR_NAMES
+    hats = kept_groups("Wearing_Hat", {name: rng.integers(0, 2, 6).astype(float) for name in FACTOR_NAMES})
+    assert "hat_style = 0" in [name for name, _ in hats]
+    assert not any(name.startswith("hat_hue") for name, _ in hats)  # around the circle: not split
+
+
+def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_model
+
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
+    tiny_model(labels=("Wearing_Earrings", "Smiling"), image_size=64).save_pretrained(tmp_path / "m")
+    assert main(parse_args([str(tmp_path / "m"), "--n", "120", "--factors", "earring_size", "--kept",
+                            "Wearing_Earrings", "--resamples", "2"])) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("Wearing_Earrings: the oracle's reading"))
+    n = int(head.split("on the ")[1].split(" of 120")[0])
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    assert 0 < n < 120 and int(rows["all"][2]) == n
+    assert float(rows["all"][3]) > 0.9  # the oracle sees the earrings on the faces themselves
+    assert sum(int(rows[f"earring_size, {t} third"][2]) for t in ("lowest", "middle", "highest")) == n
+    assert all(0 <= float(rows["all"][c]) <= 1 for c in (3, 4, 5))
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--kept", "Earrings"])
+    assert "--kept: unknown label 'Earrings'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--kept", "Smiling", "--resamples", "0"])
+    assert "--resamples must be at least 1, got 0" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m"), "--n", "20", "--kept", "Wearing_Hat"])) == 2
+    assert "has no latent for 'Wearing_Hat'" in capsys.readouterr().err

@@ -22,11 +22,17 @@ already drew and still left the earrings out).
 
 `--regions` adds, for each label, the pixels it draws (the face rendered with and without it) and
 how much of them the reconstructions get (`region_errors`).
+
+`--kept LABEL` adds what `train.evaluate`'s diversity reads on its judged faces, over every test face
+that has the label (`label_kept`): how often the oracle sees the label on the faces, on their
+reconstructions and on `--resamples` draws of z_i from p(z_i | y_i = 1) each, split by the
+label's factors (README: the earrings, over all 1,162 of the 5,000 test faces that wear them).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,7 +43,8 @@ from . import batches
 from .data import load_dataset
 from .data.synthetic import (CATEGORICAL_FACTORS, CIRCULAR_FACTORS, FACTOR_NAMES, FACTOR_SHOWN_WHEN, LABEL_NAMES,
                              render_face, sample_factors)
-from .evaluate import BUNDLED_MODEL
+from .evaluate import BUNDLED_MODEL, DEFAULT_ORACLE
+from .oracle import load_oracle
 
 def held_out_r2(z_fit: np.ndarray, t_fit: np.ndarray, z_test: np.ndarray, t_test: np.ndarray) -> float:
     """Held-out R^2 of the least-squares affine prediction of t from z.
@@ -202,6 +209,62 @@ def format_regions(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def label_kept(model: CCVAE, oracle, images: np.ndarray, *, label: str, resamples: int = 8, batch: int = 250,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """The oracle's reading of `label` on faces that have it: per face, on the face itself
+    (`original`), on its reconstruction from the posterior mean (`reconstruction`) and the share of
+    `resamples` draws of z_i ~ p(z_i | y_i = 1), the rest of z kept, in which it sees it (`resamples`).
+
+    images: (N, H, W, C) uint8. Returns name -> (N,) float arrays. The draws come from one generator
+    seeded with `seed`, batch by batch, so the figures repeat exactly."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    li, oi = model.label_index(label), oracle.label_names.index(label)
+    g = torch.Generator().manual_seed(seed)
+    seen = {"original": [], "reconstruction": [], "resamples": []}
+    read = lambda x: oracle.predict(x.cpu())[:, oi].numpy().astype(np.float64)  # noqa: E731
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = batches.to_float(batches.load(images[start:start + batch]))
+            z = editing.encode(model, x)
+            seen["original"].append(read(x))
+            seen["reconstruction"].append(read(editing.decode(model, z)))
+            draws = [read(editing.decode(model, editing.resample_latent(model, z, li, present=True, generator=g)))
+                     for _ in range(resamples)]
+            seen["resamples"].append(np.stack(draws, 1).mean(1))
+    return {k: np.concatenate(v) for k, v in seen.items()}
+
+
+def kept_groups(label: str, factors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(name, mask) splits of the faces by the factors drawn when `label` is present: one per kind of
+    a categorical factor, thirds of a numeric one (hues around the whole circle are not split)."""
+    groups = []
+    for name in FACTOR_NAMES:
+        if FACTOR_SHOWN_WHEN.get(name) != (label, 1) or name in CIRCULAR_FACTORS:
+            continue
+        v = np.asarray(factors[name], dtype=np.float64)
+        if name in CATEGORICAL_FACTORS:
+            groups += [(f"{name} = {k:g}", v == k) for k in np.unique(v)]
+        else:
+            t1, t2 = np.quantile(v, [1 / 3, 2 / 3])
+            groups += [(f"{name}, lowest third", v <= t1), (f"{name}, middle third", (v > t1) & (v <= t2)),
+                       (f"{name}, highest third", v > t2)]
+    return groups
+
+
+def format_kept(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str, np.ndarray]], n: int,
+                resamples: int) -> str:
+    """label_kept's result, overall and by group, as a Markdown table."""
+    lines = [f"{label}: the oracle's reading on the {len(seen['original'])} of {n} test faces that have it "
+             f"({resamples} resamples of z_i each)",
+             "| faces | n | originals | reconstructions | resamples |", "|---|---|---|---|---|"]
+    for name, mask in [("all", np.ones(len(seen["original"]), dtype=bool)), *groups]:
+        if mask.any():
+            lines.append(f"| {name} | {int(mask.sum())} | {seen['original'][mask].mean():.3f} "
+                         f"| {seen['reconstruction'][mask].mean():.3f} | {seen['resamples'][mask].mean():.3f} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
@@ -214,6 +277,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also: for each label, its pixels (the face rendered with and without it) and how much of "
                         "them the reconstructions get")
     p.add_argument("--region-faces", type=int, default=100, help="faces per label for --regions")
+    p.add_argument("--kept", metavar="LABEL", help="also: over every test face (of --n) that has LABEL, how often the "
+                                                   "oracle sees it in the face, its reconstruction and its resamples")
+    p.add_argument("--resamples", type=int, default=8, help="draws of z_i per face for --kept")
+    p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder for --kept")
     args = p.parse_args(argv)
     unknown = sorted(set(args.factors or []) - set(FACTOR_NAMES))
     if unknown:
@@ -224,6 +291,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--region-faces must be at least 1, got {args.region_faces}")
     if not 0 < args.fit < 1:
         p.error(f"--fit must be a share in (0, 1), got {args.fit}")
+    if args.kept is not None and args.kept not in LABEL_NAMES:
+        p.error(f"--kept: unknown label {args.kept!r}; the synthetic labels are {list(LABEL_NAMES)}")
+    if args.resamples < 1:
+        p.error(f"--resamples must be at least 1, got {args.resamples}")
     return args
 
 
@@ -231,6 +302,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         model = CCVAE.from_pretrained(args.checkpoint).eval()
         test = load_dataset("synthetic", "test", image_size=model.image_size, seed=args.data_seed, limit=args.n)
+        oracle = load_oracle(args.oracle) if args.kept else None
+        if args.kept and args.kept not in model.label_names:
+            raise ValueError(f"--kept: {args.checkpoint} has no latent for {args.kept!r}; its labels are {model.label_names}")
+        if oracle is not None and args.kept not in oracle.label_names:
+            raise ValueError(f"--kept: the oracle {args.oracle} does not read {args.kept!r}")
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -252,6 +328,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nwhere each label is drawn (up to {args.region_faces} test faces that have it, rendered with and "
               "without it) and how much of it the reconstructions get:")
         print(format_regions(label_regions(model, faces=args.region_faces, data_seed=args.data_seed)))
+    if args.kept:
+        has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1)
+        seen = label_kept(model, oracle, test.images[has], label=args.kept, resamples=args.resamples)
+        groups = kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})
+        print()
+        print(format_kept(args.kept, seen, groups, len(test), args.resamples))
     return 0
 
 
