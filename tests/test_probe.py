@@ -182,3 +182,8 @@ def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeyp
     assert "--resamples must be at least 1, got 0" in capsys.readouterr().err
     assert main(parse_args([str(tmp_path / "m"), "--n", "20", "--kept", "Wearing_Hat"])) == 2
     assert "has no latent for 'Wearing_Hat'" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m"), "--n", "2", "--factors", "pos_x", "--kept", "Wearing_Earrings"])) == 2
+    assert "none of the first 2 test faces has Wearing_Earrings; raise --n" in capsys.readouterr().err
+    tiny_model(labels=("Wearing_Earrings",), image_size=32).save_pretrained(tmp_path / "m32")
+    assert main(parse_args([str(tmp_path / "m32"), "--n", "20", "--kept", "Wearing_Earrings"])) == 2
+    assert "reads 64x64 images, the model draws 32x32" in capsys.readouterr().err

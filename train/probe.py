@@ -307,6 +307,12 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--kept: {args.checkpoint} has no latent for {args.kept!r}; its labels are {model.label_names}")
         if oracle is not None and args.kept not in oracle.label_names:
             raise ValueError(f"--kept: the oracle {args.oracle} does not read {args.kept!r}")
+        if oracle is not None and oracle.image_size != model.image_size:
+            raise ValueError(f"--kept: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} images, "
+                             f"the model draws {model.image_size}x{model.image_size}")
+        has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1) if args.kept else None
+        if has is not None and not len(has):
+            raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -329,7 +335,6 @@ def main(args: argparse.Namespace) -> int:
               "without it) and how much of it the reconstructions get:")
         print(format_regions(label_regions(model, faces=args.region_faces, data_seed=args.data_seed)))
     if args.kept:
-        has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1)
         seen = label_kept(model, oracle, test.images[has], label=args.kept, resamples=args.resamples)
         groups = kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})
         print()
