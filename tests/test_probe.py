@@ -1,7 +1,6 @@
 """Linear probes of the generating factors from the latents (train.probe)."""
 import numpy as np
 import pytest
-
 import torch
 
 from train.probe import (factor_target, format_usage, held_out_r2, kept_groups, label_kept, main, parse_args, probe,

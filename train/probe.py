@@ -302,17 +302,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         model = CCVAE.from_pretrained(args.checkpoint).eval()
         test = load_dataset("synthetic", "test", image_size=model.image_size, seed=args.data_seed, limit=args.n)
-        oracle = load_oracle(args.oracle) if args.kept else None
-        if args.kept and args.kept not in model.label_names:
-            raise ValueError(f"--kept: {args.checkpoint} has no latent for {args.kept!r}; its labels are {model.label_names}")
-        if oracle is not None and args.kept not in oracle.label_names:
-            raise ValueError(f"--kept: the oracle {args.oracle} does not read {args.kept!r}")
-        if oracle is not None and oracle.image_size != model.image_size:
-            raise ValueError(f"--kept: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} images, "
-                             f"the model draws {model.image_size}x{model.image_size}")
-        has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1) if args.kept else None
-        if has is not None and not len(has):
-            raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
+        if args.kept:  # check everything --kept needs before the probes run
+            oracle = load_oracle(args.oracle)
+            if args.kept not in model.label_names:
+                raise ValueError(f"--kept: {args.checkpoint} has no latent for {args.kept!r}; its labels are {model.label_names}")
+            if args.kept not in oracle.label_names:
+                raise ValueError(f"--kept: the oracle {args.oracle} does not read {args.kept!r}")
+            if oracle.image_size != model.image_size:
+                raise ValueError(f"--kept: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} "
+                                 f"images, the model draws {model.image_size}x{model.image_size}")
+            has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1)
+            if not len(has):
+                raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
