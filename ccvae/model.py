@@ -94,6 +94,8 @@ class CCVAE(
             raise ValueError("label_names is empty: CCVAE needs at least one binary label")
         if len(set(label_names)) != len(label_names):
             raise ValueError(f"label_names has duplicates: {label_names}")
+        if int(hidden_dim) < 1:
+            raise ValueError(f"hidden_dim must be positive, got {hidden_dim}")
         if latent_dim < len(label_names):
             raise ValueError(f"latent_dim={latent_dim} is smaller than the number of labels ({len(label_names)})")
         if likelihood not in LIKELIHOODS:

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.probe import (factor_target, format_usage, held_out_r2, kept_groups, label_kept, main, parse_args, probe,
-                         region_errors, style_usage)
+from train.probe import (encoder_stages, factor_target, format_usage, held_out_r2, kept_groups, label_kept, main,
+                         parse_args, probe, region_errors, ridge_r2, style_usage)
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -186,3 +186,61 @@ def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeyp
     tiny_model(labels=("Wearing_Earrings",), image_size=32).save_pretrained(tmp_path / "m32")
     assert main(parse_args([str(tmp_path / "m32"), "--n", "20", "--kept", "Wearing_Earrings"])) == 2
     assert "reads 64x64 images, the model draws 32x32" in capsys.readouterr().err
+
+
+def test_ridge_reads_a_few_features_among_more_features_than_faces_and_not_noise():
+    rng = np.random.default_rng(2)
+    # 1000 features (more than the 400 fitted rows) that mix 5 factors, as a conv layer's units do
+    factors = rng.normal(size=(600, 5))
+    x = factors @ rng.normal(size=(5, 1000)) + rng.normal(size=(600, 1000))
+    t = factors[:, 0] - 0.5 * factors[:, 1]
+    assert ridge_r2(x[:400], t[:400], x[400:], t[400:]) > 0.8
+    noise = rng.normal(size=600)
+    assert ridge_r2(x[:400], noise[:400], x[400:], noise[400:]) < 0.05
+    # a unit all but dead on the fitted rows and alive on the others must not swamp the prediction
+    x[:400, 500] = 1e-7 * rng.normal(size=400)
+    x[400:, 500] = rng.normal(size=200)
+    assert ridge_r2(x[:400], t[:400], x[400:], t[400:]) > 0.8
+    with pytest.raises(ValueError, match="val must be a share"):
+        ridge_r2(x[:400], t[:400], x[400:], t[400:], val=1.0)
+    with pytest.raises(ValueError, match="at least 3 fitted rows"):
+        ridge_r2(x[:2], t[:2], x[400:], t[400:])
+
+
+def test_encoder_stages_are_the_feature_maps_the_hidden_layer_and_the_posterior_mean():
+    from conftest import tiny_model
+
+    model = tiny_model(image_size=32).eval()  # channels 8, 8, 8: maps 16x16, 8x8, 4x4; hidden 16
+    images = np.random.default_rng(3).integers(0, 256, size=(7, 32, 32, 3), dtype=np.uint8)
+    stages = encoder_stages(model, images, batch=3, pool=8)
+    assert list(stages) == ["16x16x8 -> 8x8", "8x8x8", "4x4x8", "hidden 16", "z 6"]
+    assert [v.shape for v in stages.values()] == [(7, 512), (7, 512), (7, 128), (7, 16), (7, 6)]
+    from train import batches
+    with torch.no_grad():
+        mean = model.encode(batches.to_float(batches.load(images))).mode().numpy()
+    assert np.allclose(stages["z 6"], mean, atol=1e-5)
+
+
+def test_cli_stages_prints_a_row_per_factor_of_the_label_and_names_bad_labels(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_model
+
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
+    tiny_model(labels=("Wearing_Earrings", "Smiling"), image_size=64).save_pretrained(tmp_path / "m")
+    assert main(parse_args([str(tmp_path / "m"), "--n", "200", "--factors", "pos_x", "--stages",
+                            "Wearing_Earrings"])) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("where the encoder loses Wearing_Earrings"))
+    n = int(head.split("over the ")[1].split(" of 200")[0])
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| earring_")}
+    assert set(rows) == {"earring_style", "earring_size", "earring_hue"}
+    assert all(int(r[2]) == n for r in rows.values()) and all(len(r) == 1 + 2 + 6 + 1 for r in rows.values())
+    assert all(float(v) <= 1 for r in rows.values() for v in r[3:-1])
+    assert main(parse_args([str(tmp_path / "m"), "--n", "10", "--factors", "pos_x", "--stages",
+                            "Wearing_Earrings"])) == 0
+    assert "too few faces to fit a probe (at least 20); raise --n" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--stages", "Earrings"])
+    assert "--stages: unknown label 'Earrings'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--stages", "Black_Hair"])
+    assert "Black_Hair has no factors of its own" in capsys.readouterr().err

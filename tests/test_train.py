@@ -86,6 +86,15 @@ def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_
     assert "--refine-channels must be 0 (the paper's decoder) or positive, got -2" in capsys.readouterr().err
 
 
+def test_hidden_dim_sets_both_bottlenecks_and_is_saved(tmp_path, capsys):
+    assert run(tmp_path / "wide", "--epochs", "1", "--hidden-dim", "48") == 0
+    model = CCVAE.from_pretrained(tmp_path / "wide" / "model")
+    assert model.config["hidden_dim"] == 48
+    assert model.encoder.loc.in_features == 48 and model.decoder.project[0].out_features == 48
+    assert run(tmp_path / "bad", "--epochs", "1", "--hidden-dim", "0") == 2
+    assert "--hidden-dim must be a positive width, got 0" in capsys.readouterr().err
+
+
 def test_decoder_film_is_trained_and_saved(tmp_path):
     assert run(tmp_path / "film", "--epochs", "1", "--decoder-film", "--label-gates") == 0
     model = CCVAE.from_pretrained(tmp_path / "film" / "model")

@@ -27,6 +27,12 @@ how much of them the reconstructions get (`region_errors`).
 that has the label (`label_kept`): how often the oracle sees the label on the faces, on their
 reconstructions and on `--resamples` draws of z_i from p(z_i | y_i = 1) each, split by the
 label's factors (README: the earrings, over all 1,162 of the 5,000 test faces that wear them).
+
+`--stages LABEL` asks where in the encoder the look of LABEL's characteristics is lost
+(`stage_probes`): over the test faces that have it, a ridge map from each stage's features (the
+feature maps after each strided convolution, average-pooled to at most 8x8; the hidden layer; the
+posterior mean) to each of the label's factors, its penalty chosen on part of the fitted faces
+(README: on the bundled model the earrings' kind is in the feature maps and mostly gone by z).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ccvae import CCVAE, CheckpointError, editing
 
@@ -265,6 +272,81 @@ def format_kept(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str,
     return "\n".join(lines)
 
 
+def ridge_r2(x_fit: np.ndarray, t_fit: np.ndarray, x_test: np.ndarray, t_test: np.ndarray, *,
+             penalties=(0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5), val: float = 0.25) -> float:
+    """Held-out R^2 (as `held_out_r2`) of a ridge map from centred features, for many features.
+
+    x_*: (N, F), F may exceed N; t_*: (N,) or (N, K). The penalty is the one of `penalties` that
+    scores best on the last `val` share of the fitted rows when fitted on the rest; the map is then
+    refitted on all of them. Standardising, centring and the choice use the fitted rows only."""
+    if not 0 < val < 1:
+        raise ValueError(f"val must be a share in (0, 1), got {val}")
+    t_fit, t_test = t_fit.reshape(len(t_fit), -1), t_test.reshape(len(t_test), -1)
+    cut = int(round(len(x_fit) * (1 - val)))
+    if cut < 2 or cut == len(x_fit):
+        raise ValueError(f"need at least 3 fitted rows to choose the penalty, got {len(x_fit)}")
+
+    def fit(x, t):  # -> predict(x_new) for each penalty, from one SVD
+        # centred; one scale for all features (mean variance 1): per-feature scaling would blow up
+        # units that are nearly dead on these rows and alive on others
+        mu, t_mu = x.mean(0), t.mean(0)
+        sd = np.sqrt(((x - mu) ** 2).mean()) + 1e-12
+        u, sv, vt = np.linalg.svd((x - mu) / sd, full_matrices=False)
+        ut = u.T @ (t - t_mu)
+        return lambda x_new, lam: ((x_new - mu) / sd) @ (vt.T @ ((sv / (sv ** 2 + lam))[:, None] * ut)) + t_mu
+
+    def r2(t, pred):
+        return float(1.0 - ((t - pred) ** 2).sum() / ((t - t.mean(0)) ** 2).sum())
+
+    chooser = fit(x_fit[:cut], t_fit[:cut])
+    best = max(penalties, key=lambda lam: r2(t_fit[cut:], chooser(x_fit[cut:], lam)))
+    return r2(t_test, fit(x_fit, t_fit)(x_test, best))
+
+
+def encoder_stages(model: CCVAE, images: np.ndarray, *, batch: int = 250, pool: int = 8) -> dict[str, np.ndarray]:
+    """What the encoder holds at each stage for images (N, H, W, C) uint8: name -> (N, F) float64.
+
+    The feature maps after each strided convolution (its ReLU), average-pooled to at most
+    pool x pool so that a probe reads a few thousand features ("32x32x32 -> 8x8"), the hidden
+    layer ("hidden 256") and the posterior mean E_q[z|x] ("z 45")."""
+    feats: dict[str, list] = {}
+    keep = lambda name, t: feats.setdefault(name, []).append(t.flatten(1).float().cpu().numpy())  # noqa: E731
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            h = batches.to_float(batches.load(images[start:start + batch])).to(model.device)
+            for layer in model.encoder.body:
+                h = layer(h)
+                if isinstance(layer, torch.nn.ReLU) and h.shape[-1] > 1:  # (B, C, S, S) after a strided conv
+                    c, side = h.shape[1], h.shape[-1]
+                    if side > pool:
+                        keep(f"{side}x{side}x{c} -> {pool}x{pool}", F.adaptive_avg_pool2d(h, pool))
+                    else:
+                        keep(f"{side}x{side}x{c}", h)
+            keep(f"hidden {h.shape[1]}", h)  # (B, hidden_dim), after the last conv, its ReLU and Flatten
+            keep(f"z {model.latent_dim}", model.encoder.loc(h))  # the posterior mean
+    return {k: np.concatenate(v).astype(np.float64) for k, v in feats.items()}
+
+
+def stage_probes(stages: dict[str, np.ndarray], factors: dict[str, np.ndarray], names: list[str], *,
+                 fit: float = 0.7) -> list[dict]:
+    """For each factor name, the held-out ridge R^2 from each stage's features (`ridge_r2`,
+    fitted on the first `fit` share of the rows): [{"factor", "faces", stage name: R^2, ...}]."""
+    rows = []
+    for name in names:
+        t = factor_target(name, np.asarray(factors[name]))
+        cut = int(len(t) * fit)
+        rows.append({"factor": name, "faces": len(t),
+                     **{k: ridge_r2(x[:cut], t[:cut], x[cut:], t[cut:]) for k, x in stages.items()}})
+    return rows
+
+
+def format_stage_rows(rows: list[dict]) -> str:
+    stages = [k for k in rows[0] if k not in ("factor", "faces")]
+    lines = ["| factor | faces | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    lines += [f"| {r['factor']} | {r['faces']} | " + " | ".join(f"{r[k]:.2f}" for k in stages) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
@@ -279,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--region-faces", type=int, default=100, help="faces per label for --regions")
     p.add_argument("--kept", metavar="LABEL", help="also: over every test face (of --n) that has LABEL, how often the "
                                                    "oracle sees it in the face, its reconstruction and its resamples")
+    p.add_argument("--stages", metavar="LABEL", help="also: over every test face (of --n) that has LABEL, what each "
+                                                     "stage of the encoder holds of LABEL's factors (ridge R²)")
     p.add_argument("--resamples", type=int, default=8, help="draws of z_i per face for --kept")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder for --kept")
     args = p.parse_args(argv)
@@ -293,6 +377,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--fit must be a share in (0, 1), got {args.fit}")
     if args.kept is not None and args.kept not in LABEL_NAMES:
         p.error(f"--kept: unknown label {args.kept!r}; the synthetic labels are {list(LABEL_NAMES)}")
+    if args.stages is not None and args.stages not in LABEL_NAMES:
+        p.error(f"--stages: unknown label {args.stages!r}; the synthetic labels are {list(LABEL_NAMES)}")
+    if args.stages is not None and not any(FACTOR_SHOWN_WHEN.get(k, (None,))[0] == args.stages for k in FACTOR_NAMES):
+        p.error(f"--stages: {args.stages} has no factors of its own (drawn from others), nothing to probe")
     if args.resamples < 1:
         p.error(f"--resamples must be at least 1, got {args.resamples}")
     return args
@@ -335,6 +423,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nwhere each label is drawn (up to {args.region_faces} test faces that have it, rendered with and "
               "without it) and how much of it the reconstructions get:")
         print(format_regions(label_regions(model, faces=args.region_faces, data_seed=args.data_seed)))
+    if args.stages:
+        with_label = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.stages)] == 1)
+        names = [k for k in FACTOR_NAMES if FACTOR_SHOWN_WHEN.get(k, (None,))[0] == args.stages]
+        print(f"\nwhere the encoder loses {args.stages}'s look: held-out ridge R² of its factors from each stage, "
+              f"over the {len(with_label)} of {len(test)} test faces that have it")
+        if len(with_label) < 20:
+            print(f"too few faces to fit a probe (at least 20); raise --n")
+        else:
+            stages = encoder_stages(model, test.images[with_label])
+            print(format_stage_rows(stage_probes(stages, {k: np.asarray(test.factors[k])[with_label] for k in names},
+                                                 names, fit=args.fit)))
     if args.kept:
         seen = label_kept(model, oracle, test.images[has], label=args.kept, resamples=args.resamples)
         groups = kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})

@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--val-limit", type=int, default=2000, help="validation images scored after each epoch")
     m = p.add_argument_group("model")
     m.add_argument("--latent-dim", type=int, default=45, help="total latent size (one per label + style)")
+    m.add_argument("--hidden-dim", type=int, default=256,
+                   help="width of the layer between the convolutions and the latents, both ways (the paper's 256)")
     m.add_argument("--refine-channels", type=int, default=0,
                    help="full-resolution feature maps at the decoder's end (0: the paper's decoder)")
     m.add_argument("--label-gates", action="store_true",
@@ -196,6 +198,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--style-kl-warmup must be a number of epochs >= 0, got {args.style_kl_warmup}")
     if not args.style_kl_weight >= 0:
         raise ValueError(f"--style-kl-weight must be >= 0, got {args.style_kl_weight}")
+    if args.hidden_dim < 1:
+        raise ValueError(f"--hidden-dim must be a positive width, got {args.hidden_dim}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
     out: Path = args.out
@@ -221,6 +225,7 @@ def main(args: argparse.Namespace) -> int:
     # which keeps them exclusive in its edits (editing.intervene) and in the intervention term
     exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
     model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
+                  hidden_dim=args.hidden_dim,
                   refine_channels=args.refine_channels, label_gates=args.label_gates,
                   decoder_film=args.decoder_film,
                   likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
