@@ -244,3 +244,6 @@ def test_cli_stages_prints_a_row_per_factor_of_the_label_and_names_bad_labels(tm
     with pytest.raises(SystemExit):
         parse_args([str(tmp_path / "m"), "--stages", "Black_Hair"])
     assert "Black_Hair has no factors of its own" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # its beard factors show on the faces without No_Beard, not on these
+        parse_args([str(tmp_path / "m"), "--stages", "No_Beard"])
+    assert "No_Beard has no factors of its own" in capsys.readouterr().err

@@ -65,10 +65,26 @@ def held_out_r2(z_fit: np.ndarray, t_fit: np.ndarray, z_test: np.ndarray, t_test
     a_test = np.c_[z_test, np.ones(len(z_test))]
     t_fit, t_test = t_fit.reshape(len(t_fit), -1), t_test.reshape(len(t_test), -1)
     w, *_ = np.linalg.lstsq(a_fit, t_fit, rcond=None)
-    if np.ptp(t_test, axis=0).max() <= 1e-12:
-        return float("nan")  # a constant factor: nothing to explain
-    total = ((t_test - t_test.mean(0)) ** 2).sum()
-    return float(1 - ((a_test @ w - t_test) ** 2).sum() / total)
+    return pooled_r2(t_test, a_test @ w)
+
+
+def pooled_r2(t: np.ndarray, pred: np.ndarray) -> float:
+    """1 - sum (t - pred)^2 / sum (t - mean t)^2 over rows and outputs, t and pred (N, K); NaN for a
+    constant t (nothing to explain)."""
+    if np.ptp(t, axis=0).max() <= 1e-12:
+        return float("nan")
+    return float(1 - ((pred - t) ** 2).sum() / ((t - t.mean(0)) ** 2).sum())
+
+
+def label_factors(label: str) -> list[str]:
+    """The factors drawn only on faces that have `label` (FACTOR_SHOWN_WHEN = (label, 1)): its
+    characteristics, such as the earrings' style, size and hue."""
+    return [k for k in FACTOR_NAMES if FACTOR_SHOWN_WHEN.get(k) == (label, 1)]
+
+
+def faces_with(test, label: str) -> np.ndarray:
+    """Indices of the faces of an ImageSet whose `label` is 1."""
+    return np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(label)] == 1)
 
 
 def factor_target(name: str, values: np.ndarray) -> np.ndarray:
@@ -246,8 +262,8 @@ def kept_groups(label: str, factors: dict[str, np.ndarray]) -> list[tuple[str, n
     """(name, mask) splits of the faces by the factors drawn when `label` is present: one per kind of
     a categorical factor, thirds of a numeric one (hues around the whole circle are not split)."""
     groups = []
-    for name in FACTOR_NAMES:
-        if FACTOR_SHOWN_WHEN.get(name) != (label, 1) or name in CIRCULAR_FACTORS:
+    for name in label_factors(label):
+        if name in CIRCULAR_FACTORS:
             continue
         v = np.asarray(factors[name], dtype=np.float64)
         if name in CATEGORICAL_FACTORS:
@@ -278,7 +294,7 @@ def ridge_r2(x_fit: np.ndarray, t_fit: np.ndarray, x_test: np.ndarray, t_test: n
 
     x_*: (N, F), F may exceed N; t_*: (N,) or (N, K). The penalty is the one of `penalties` that
     scores best on the last `val` share of the fitted rows when fitted on the rest; the map is then
-    refitted on all of them. Standardising, centring and the choice use the fitted rows only."""
+    refitted on all of them. Centring, scaling and the choice use the fitted rows only."""
     if not 0 < val < 1:
         raise ValueError(f"val must be a share in (0, 1), got {val}")
     t_fit, t_test = t_fit.reshape(len(t_fit), -1), t_test.reshape(len(t_test), -1)
@@ -295,12 +311,9 @@ def ridge_r2(x_fit: np.ndarray, t_fit: np.ndarray, x_test: np.ndarray, t_test: n
         ut = u.T @ (t - t_mu)
         return lambda x_new, lam: ((x_new - mu) / sd) @ (vt.T @ ((sv / (sv ** 2 + lam))[:, None] * ut)) + t_mu
 
-    def r2(t, pred):
-        return float(1.0 - ((t - pred) ** 2).sum() / ((t - t.mean(0)) ** 2).sum())
-
     chooser = fit(x_fit[:cut], t_fit[:cut])
-    best = max(penalties, key=lambda lam: r2(t_fit[cut:], chooser(x_fit[cut:], lam)))
-    return r2(t_test, fit(x_fit, t_fit)(x_test, best))
+    best = max(penalties, key=lambda lam: pooled_r2(t_fit[cut:], chooser(x_fit[cut:], lam)))
+    return pooled_r2(t_test, fit(x_fit, t_fit)(x_test, best))
 
 
 def encoder_stages(model: CCVAE, images: np.ndarray, *, batch: int = 250, pool: int = 8) -> dict[str, np.ndarray]:
@@ -379,8 +392,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--kept: unknown label {args.kept!r}; the synthetic labels are {list(LABEL_NAMES)}")
     if args.stages is not None and args.stages not in LABEL_NAMES:
         p.error(f"--stages: unknown label {args.stages!r}; the synthetic labels are {list(LABEL_NAMES)}")
-    if args.stages is not None and not any(FACTOR_SHOWN_WHEN.get(k, (None,))[0] == args.stages for k in FACTOR_NAMES):
-        p.error(f"--stages: {args.stages} has no factors of its own (drawn from others), nothing to probe")
+    if args.stages is not None and not label_factors(args.stages):
+        p.error(f"--stages: {args.stages} has no factors of its own drawn on the faces that have it, nothing to probe")
     if args.resamples < 1:
         p.error(f"--resamples must be at least 1, got {args.resamples}")
     return args
@@ -399,7 +412,7 @@ def main(args: argparse.Namespace) -> int:
             if oracle.image_size != model.image_size:
                 raise ValueError(f"--kept: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} "
                                  f"images, the model draws {model.image_size}x{model.image_size}")
-            has = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.kept)] == 1)
+            has = faces_with(test, args.kept)
             if not len(has):
                 raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
     except (CheckpointError, FileNotFoundError, ValueError) as e:
@@ -424,12 +437,11 @@ def main(args: argparse.Namespace) -> int:
               "without it) and how much of it the reconstructions get:")
         print(format_regions(label_regions(model, faces=args.region_faces, data_seed=args.data_seed)))
     if args.stages:
-        with_label = np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(args.stages)] == 1)
-        names = [k for k in FACTOR_NAMES if FACTOR_SHOWN_WHEN.get(k, (None,))[0] == args.stages]
+        with_label, names = faces_with(test, args.stages), label_factors(args.stages)
         print(f"\nwhere the encoder loses {args.stages}'s look: held-out ridge R² of its factors from each stage, "
               f"over the {len(with_label)} of {len(test)} test faces that have it")
         if len(with_label) < 20:
-            print(f"too few faces to fit a probe (at least 20); raise --n")
+            print("too few faces to fit a probe (at least 20); raise --n")
         else:
             stages = encoder_stages(model, test.images[with_label])
             print(format_stage_rows(stage_probes(stages, {k: np.asarray(test.factors[k])[with_label] for k in names},
