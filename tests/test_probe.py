@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from train.probe import (encoder_stages, factor_target, format_usage, held_out_r2, kept_groups, label_kept, main,
-                         parse_args, probe, region_errors, ridge_r2, style_usage)
+                         parse_args, probe, refit_latents, region_errors, ridge_r2, style_usage)
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -140,6 +140,48 @@ def test_label_kept_reads_faces_reconstructions_and_resamples_and_repeats_exactl
         label_kept(model, _Stub(), images, label="Wearing_Earrings", resamples=0)
 
 
+def test_refit_raises_the_log_joint_touches_no_parameter_and_names_bad_steps():
+    from conftest import tiny_model
+
+    model = tiny_model(labels=("Wearing_Earrings", "Smiling")).eval()
+    torch.manual_seed(1)
+    x, y = torch.rand(5, 3, 16, 16), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+    with torch.no_grad():
+        z0 = model.encode(x).mode()
+
+    def log_joint(z):
+        n_c = model.num_labels
+        return (model.log_likelihood(x, model.decode_logits(z)) + model.conditional_prior(y).log_prob(z[:, :n_c]).sum(-1)
+                - 0.5 * z[:, n_c:].pow(2).sum(-1))
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # as label_kept calls it
+        z = refit_latents(model, x, y, z0, steps=60)
+    assert z.shape == z0.shape and not z.requires_grad
+    with torch.no_grad():
+        assert (log_joint(z) > log_joint(z0)).all()  # every face on its own is explained better
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="refit steps must be at least 1, got 0"):
+        refit_latents(model, x, y, z0, steps=0)
+
+
+def test_label_kept_with_refit_adds_the_refitted_reading_and_both_psnrs():
+    from conftest import tiny_model
+
+    model = tiny_model(labels=("Wearing_Earrings", "Smiling")).eval()
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    labels = np.array([[1, 0]] * 6, dtype=np.float32)
+    seen = label_kept(model, _Stub(), images, label="Wearing_Earrings", resamples=2, batch=4, refit=30, labels=labels)
+    assert set(seen) == {"original", "reconstruction", "resamples", "refitted", "psnr_reconstruction", "psnr_refitted"}
+    assert all(len(v) == 6 for v in seen.values())
+    assert (seen["psnr_refitted"] > seen["psnr_reconstruction"]).mean() >= 5 / 6  # fitted to the face itself
+    with pytest.raises(ValueError, match=r"refit needs labels of shape \(6, 2\), got None"):
+        label_kept(model, _Stub(), images, label="Wearing_Earrings", refit=5)
+    with pytest.raises(ValueError, match="refit steps must be at least 0, got -1"):
+        label_kept(model, _Stub(), images, label="Wearing_Earrings", refit=-1)
+
+
 def test_kept_groups_split_every_face_once_per_factor_of_the_label():
     rng = np.random.default_rng(0)
     factors = {"earring_style": rng.integers(0, 3, 90).astype(float), "earring_size": rng.random(90),
@@ -173,6 +215,14 @@ def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeyp
     assert float(rows["all"][3]) > 0.9  # the oracle sees the earrings on the faces themselves
     assert sum(int(rows[f"earring_size, {t} third"][2]) for t in ("lowest", "middle", "highest")) == n
     assert all(0 <= float(rows["all"][c]) <= 1 for c in (3, 4, 5))
+    assert main(parse_args([str(tmp_path / "m"), "--n", "60", "--factors", "earring_size", "--kept",
+                            "Wearing_Earrings", "--resamples", "1", "--refit", "3"])) == 0
+    out = capsys.readouterr().out
+    assert "| faces | n | originals | reconstructions | resamples | refitted z |" in out
+    assert "refitted z decode to" in out
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--refit", "10"])
+    assert "--refit reads the label named by --kept" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args([str(tmp_path / "m"), "--kept", "Earrings"])
     assert "--kept: unknown label 'Earrings'" in capsys.readouterr().err
