@@ -3,8 +3,8 @@
 #   OUT=/some/dir bash scripts/gpu-checks.sh
 # 1. environment; 2. python -m train.bench on CUDA: fp32, bf16 autocast, bf16 + torch.compile;
 # 3. a sweep of training settings for the bundled model's recipe (v10: gates, beta = 1, the
-#    intervention term over the last fifth): v10's decoder, the FiLM decoder, and FiLM with a 1024-wide
-#    hidden layer side by side on the one GPU, each evaluated with the oracle. It asks the question the CPU cannot: do the earrings
+#    intervention term over the last fifth): v10's decoder and the FiLM decoder side by side on the
+#    one GPU, each evaluated with the oracle. It asks the question the CPU cannot: do the earrings
 #    reach 0.90 in resamples with a FiLM decoder over v10's full 50 epochs (README, "What is still
 #    missing")? A short calibration first sets the epochs to as many as fit SWEEP_MINUTES (at most
 #    SWEEP_EPOCHS), so the schedule and the term always run to their end.

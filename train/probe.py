@@ -306,9 +306,9 @@ def label_kept(model: CCVAE, oracle, images: np.ndarray, *, label: str, resample
             if refit:
                 x_d = x.to(model.device)
                 y = torch.as_tensor(np.asarray(labels[start:start + batch]), dtype=torch.float32)
-                fitted = editing.decode(model, refit_latents(model, x_d, y, z.to(model.device), steps=refit))
+                fitted = editing.decode(model, refit_latents(model, x_d, y, z, steps=refit))  # all on the model's device
                 seen["refitted"].append(read(fitted))
-                seen["psnr_reconstruction"].append(_psnr(recon.to(model.device), x_d))
+                seen["psnr_reconstruction"].append(_psnr(recon, x_d))
                 seen["psnr_refitted"].append(_psnr(fitted, x_d))
     return {k: np.concatenate(v) for k, v in seen.items()}
 
@@ -483,9 +483,8 @@ def main(args: argparse.Namespace) -> int:
             has = faces_with(test, args.kept)
             if not len(has):
                 raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
-            unknown = [n for n in model.label_names if n not in test.label_names]
-            if args.refit and unknown:
-                raise ValueError(f"--refit: the synthetic faces have no labels {unknown} for the model's prior")
+            # y for the refit's prior p(z_c | y), in the model's label order (names the labels the faces lack)
+            refit_labels = test.select_labels(model.label_names).labels[has] if args.refit else None
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -518,10 +517,8 @@ def main(args: argparse.Namespace) -> int:
             print(format_stage_rows(stage_probes(stages, {k: np.asarray(test.factors[k])[with_label] for k in names},
                                                  names, fit=args.fit)))
     if args.kept:
-        labels = (np.asarray(test.labels)[has][:, [test.label_names.index(n) for n in model.label_names]]
-                  if args.refit else None)
         seen = label_kept(model, oracle, test.images[has], label=args.kept, resamples=args.resamples,
-                          refit=args.refit, labels=labels)
+                          refit=args.refit, labels=refit_labels)
         groups = kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})
         print()
         print(format_kept(args.kept, seen, groups, len(test), args.resamples))
