@@ -22,6 +22,10 @@ SWEEP_MINUTES=${SWEEP_MINUTES:-7}
 SWEEP_LIMIT=${SWEEP_LIMIT:-50000}
 SWEEP_EVAL_LIMIT=${SWEEP_EVAL_LIMIT:-1000}
 BENCH_STEPS=${BENCH_STEPS:-30}
+# SWEEP_EVAL=0: the runs skip the final evaluation (their models come back in sweep-runs.tgz, to
+# be evaluated on the CPU with `python -m train.evaluate`), so that the GPU's minutes go to training.
+SWEEP_EVAL=${SWEEP_EVAL:-1}
+EVAL_RESERVE=${EVAL_RESERVE:-$([ "$SWEEP_EVAL" = 1 ] && echo 150 || echo 30)}
 export PYTHONUNBUFFERED=1 CCVAE_CACHE=${CCVAE_CACHE:-/tmp/ccvae-cache}
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
@@ -77,6 +81,18 @@ for c in "${configs[@]}"; do
   pids+=($!)
 done
 wait "${pids[@]}"
+for c in "${configs[@]}"; do  # a run that cannot train stops the script here, its error shown
+  name=${c%%|*}
+  if [ ! -s "runs/sweep-cal/$name/log.jsonl" ]; then
+    stamp "calibration run $name failed:"; grep -v Warning "$OUT/calibration-$name.log" | tail -25; exit 1
+  fi
+done
+if [ -n "${DEADLINE:-}" ]; then
+  # Fit the sweep into one command: what is left of DEADLINE seconds, less EVAL_RESERVE for the
+  # runs' final evaluations, becomes the runs' time cap.
+  SWEEP_MINUTES=$($PY -c "print(round(max(1.0, ($DEADLINE - $(( $(date +%s) - t0 )) - $EVAL_RESERVE) / 60), 2))")
+  stamp "deadline ${DEADLINE} s: the sweep gets $SWEEP_MINUTES min of training"
+fi
 EPOCHS=$($PY - "$SWEEP_LIMIT" "$CAL" "$SWEEP_MINUTES" "$SWEEP_EPOCHS" <<'PYEOF'
 import json, math, pathlib, sys
 limit, cal, minutes, most = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -99,9 +115,9 @@ stamp "sweep: ${#configs[@]} runs side by side, $EPOCHS epochs of $SWEEP_LIMIT f
 pids=()
 for c in "${configs[@]}"; do
   name=${c%%|*}; flags=${c#*|}
-  ( timeout $(( SWEEP_MINUTES * 60 + 150 )) $PY -m train "${common[@]}" --limit "$SWEEP_LIMIT" \
+  ( timeout $($PY -c "print(int($SWEEP_MINUTES * 60 + $EVAL_RESERVE))") $PY -m train "${common[@]}" --limit "$SWEEP_LIMIT" \
       --epochs "$EPOCHS" --intervention-start "$START" --max-minutes "$SWEEP_MINUTES" \
-      --val-limit 500 --eval-limit "$SWEEP_EVAL_LIMIT" --out "runs/sweep/$name" $flags > "$OUT/sweep-$name.log" 2>&1
+      --val-limit 500 --eval-limit "$SWEEP_EVAL_LIMIT" $([ "$SWEEP_EVAL" = 1 ] || echo --no-eval) --out "runs/sweep/$name" $flags > "$OUT/sweep-$name.log" 2>&1
     echo "exit $?" >> "$OUT/sweep-$name.log" ) &
   pids+=($!)
 done
@@ -132,5 +148,7 @@ for run in sorted(pathlib.Path("runs/sweep").iterdir()):
     print(f"{run.name:10s} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 (out / "sweep.json").write_text(json.dumps(rows, indent=1))
 PYEOF
+tar czf "$OUT/sweep-runs.tgz" runs/sweep/*/log.jsonl runs/sweep/*/args.json runs/sweep/*/metrics.json \
+    runs/sweep/*/model/config.json runs/sweep/*/model/model.safetensors 2>/dev/null
 (cd "$OUT" && tar czf sweep-logs.tgz sweep-*.log calibration-*.log && rm sweep-*.log calibration-*.log)
 stamp "all done"
