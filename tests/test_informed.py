@@ -100,9 +100,9 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
     tiny_model(labels=("Eyeglasses", "Wearing_Earrings"), image_size=64).save_pretrained(tmp_path / "m")
     tiny_model(image_size=32).save_pretrained(tmp_path / "m32")
     assert main(parse_args([str(tmp_path / "m"), "--steps", "3", "--batch-size", "16", "--n-train", "64",
-                            "--n-test", "40", "--decoder-film"])) == 0
+                            "--n-test", "40", "--decoder-film", "--device", "cpu"])) == 0
     out = capsys.readouterr().out
-    assert "(with FiLM)" in out and "3 steps (0.75 epochs)" in out and "40 test faces drawn from their factors" in out
+    assert "on cpu" in out and "(with FiLM)" in out and "3 steps (0.75 epochs)" in out and "40 test faces drawn from their factors" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
     assert "Wearing_Earrings" in rows and "Eyeglasses" in rows and len(rows) == 15  # every label the oracle reads
     assert all(0 <= float(r[k]) <= 1 for r in rows.values() for k in (4, 5))  # accuracies
@@ -117,3 +117,8 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
     assert "error:" in capsys.readouterr().err
     assert main(parse_args([str(tmp_path / "m32"), "--steps", "1"])) == 2
     assert "reads 64x64 images, the checkpoint draws 32x32" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m"), "--steps", "1", "--device", "tpu"])) == 2
+    assert "error: unknown device 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(parse_args([str(tmp_path / "m"), "--steps", "1", "--device", "cuda"])) == 2
+        assert "error: device 'cuda' was asked for, but CUDA is not available" in capsys.readouterr().err

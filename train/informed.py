@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import deque
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccvae import CCVAE, CheckpointError
+from ccvae import CCVAE, CheckpointError, default_device
 from ccvae.networks import Decoder
 
 from . import batches
@@ -62,10 +63,16 @@ def informed_decoder(config: dict, input_dim: int, *, film: bool | None = None) 
                    film=config["decoder_film"] if film is None else film)
 
 
+def _device(module: torch.nn.Module) -> torch.device:
+    """Where the module's parameters are (the CPU for one without any)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
 def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 64,
                    lr: float = 1e-3, steps: int | None = None, minutes: float | None = None, seed: int = 0) -> dict:
     """Adam on the summed squared error of sigmoid(decoder(u)) for `steps` steps or `minutes` of
     training, whichever ends first (at least one of them). images: uint8 (N, H, W, C); inputs: (N, U).
+    Trains where the decoder's parameters are (its batches are moved there).
     Returns {"steps", "epochs", "seconds", "loss"} (loss: the mean of the last 50 steps')."""
     if steps is None and minutes is None:
         raise ValueError("train_informed needs steps or minutes (or both) to know when to stop")
@@ -74,9 +81,12 @@ def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor,
     if not 1 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be between 1 and the {len(images)} training faces, got {batch_size}")
     torch.manual_seed(seed)
+    device = _device(decoder)
+    inputs = inputs.to(device)
     opt = torch.optim.Adam(decoder.parameters(), lr=lr)
     decoder.train()
-    start, done, epoch, losses = time.perf_counter(), 0, 0, []
+    start, done, epoch = time.perf_counter(), 0, 0
+    losses = deque(maxlen=50)  # the last steps' losses, kept on the device (no sync per step)
 
     def finished() -> bool:
         return (steps is not None and done >= steps) or (
@@ -87,18 +97,18 @@ def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor,
         epoch += 1
         for i in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[i:i + batch_size]
-            x = batches.to_float(images[idx])                                  # (B, C, H, W)
+            x = batches.to_float(images[idx]).to(device)                       # (B, C, H, W)
             loss = F.mse_loss(torch.sigmoid(decoder(inputs[idx])), x, reduction="none").flatten(1).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())
             done += 1
             if finished():
                 break
     decoder.eval()
     return {"steps": done, "epochs": done * batch_size / len(images), "seconds": time.perf_counter() - start,
-            "loss": float(np.mean(losses[-50:]))}
+            "loss": torch.stack(list(losses)).mean().item()}
 
 
 @torch.no_grad()
@@ -114,9 +124,10 @@ def judge_informed(decoder: Decoder, oracle, images: np.ndarray, inputs: torch.T
     names = [label_names[c] for c in cols]
     reads = [oracle.label_names.index(n) for n in names]
     sq, on_faces, on_drawn = 0.0, [], []
+    device = _device(decoder)
     for s in range(0, len(images), batch):
         x = batches.to_float(batches.load(images[s:s + batch]))
-        drawn = torch.sigmoid(decoder(inputs[s:s + batch]))
+        drawn = torch.sigmoid(decoder(inputs[s:s + batch].to(device))).cpu()  # the oracle reads on the CPU
         sq += (drawn - x).square().mean((1, 2, 3)).sum().item()
         on_faces.append(oracle.predict(x)[:, reads].numpy())
         on_drawn.append(oracle.predict(drawn)[:, reads].numpy())
@@ -157,6 +168,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder")
+    p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
         p.error("say how long to train: --minutes M, --steps N, or both")
@@ -177,6 +189,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     try:
+        device = default_device(args.device)
         config = CCVAE.from_pretrained(args.checkpoint).config
         oracle = load_oracle(args.oracle)
         if oracle.image_size != config["image_size"]:
@@ -186,16 +199,16 @@ def main(args: argparse.Namespace) -> int:
                              limit=args.n_train)
         test = load_dataset("synthetic", "test", image_size=config["image_size"], seed=args.data_seed,
                             limit=args.n_test)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     labels = np.concatenate([np.asarray(train.labels), np.asarray(test.labels)])
     factors = {k: np.concatenate([np.asarray(train.factors[k]), np.asarray(test.factors[k])]) for k in FACTOR_NAMES}
     u = torch.from_numpy(factor_inputs(labels, factors, fit=len(train)))
-    decoder = informed_decoder(config, u.shape[1], film=args.decoder_film)
+    decoder = informed_decoder(config, u.shape[1], film=args.decoder_film).to(device)
     film = "with" if decoder.film_widths else "without"
     print(f"training {args.checkpoint}'s decoder ({film} FiLM) from {u.shape[1]} label and factor inputs on "
-          f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}")
+          f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}")
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,
                          steps=args.steps, minutes=args.minutes, seed=args.seed)
     judged = judge_informed(decoder, oracle, test.images, u[len(train):], np.asarray(test.labels), test.label_names)
