@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from train.data.synthetic import FACTOR_NAMES
+from train import batches
 from train.informed import factor_inputs, informed_decoder, judge_informed, main, parse_args, train_informed
 
 
@@ -122,3 +123,41 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
     if not torch.cuda.is_available():
         assert main(parse_args([str(tmp_path / "m"), "--steps", "1", "--device", "cuda"])) == 2
         assert "error: device 'cuda' was asked for, but CUDA is not available" in capsys.readouterr().err
+
+
+def test_weighted_epoch_order_oversamples_in_proportion_and_repeats():
+    w = np.ones(4000)
+    w[:1000] = 3.0                                        # a quarter of the faces, weight 3: half the draws
+    order = batches.weighted_epoch_order(w, seed=1, epoch=0)
+    assert order.shape == (4000,) and 0 <= order.min() and order.max() < 4000
+    assert (order < 1000).float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(order, batches.weighted_epoch_order(w, seed=1, epoch=0))       # a function of (seed, epoch)
+    assert not torch.equal(order, batches.weighted_epoch_order(w, seed=1, epoch=1))
+    zero = np.ones(10)
+    zero[3] = 0
+    assert 3 not in batches.weighted_epoch_order(zero, seed=0, epoch=0).tolist()
+    for bad in (np.zeros(5), np.array([1.0, -1.0]), np.array([1.0, np.nan]), np.ones((2, 2)), np.ones(0)):
+        with pytest.raises(ValueError, match="weights must be a non-empty 1-D array"):
+            batches.weighted_epoch_order(bad, seed=0, epoch=0)
+
+
+def test_oversample_is_parsed_checked_and_used(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_model
+
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
+    tiny_model(labels=("Eyeglasses", "Wearing_Earrings"), image_size=64).save_pretrained(tmp_path / "m")
+    base = [str(tmp_path / "m"), "--steps", "2", "--batch-size", "16", "--n-train", "64", "--n-test", "20"]
+    assert parse_args([*base, "--oversample", "Wearing_Earrings=2.5"]).oversample == ("Wearing_Earrings", 2.5)
+    for bad in ("Wearing_Earrings", "Wearing_Earrings=0", "Wearing_Earrings=x", "=3", "Male=inf"):
+        with pytest.raises(SystemExit):
+            parse_args([*base, "--oversample", bad])
+        assert f"expected LABEL=W with W a positive number, got {bad!r}" in capsys.readouterr().err
+    assert main(parse_args([*base, "--oversample", "Earrings=3"])) == 2
+    assert "error: --oversample: unknown label 'Earrings'" in capsys.readouterr().err
+    assert main(parse_args([*base, "--oversample", "Wearing_Earrings=3"])) == 0
+    assert "faces with Wearing_Earrings drawn 3x as often" in capsys.readouterr().out
+    images = torch.zeros(8, 4, 4, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="8 images but 3 weights"):
+        train_informed(informed_decoder({"image_size": 4, "in_channels": 3, "channels": [4], "hidden_dim": 4,
+                                         "refine_channels": 0, "decoder_film": False}, 2),
+                       images, torch.zeros(8, 2), batch_size=2, steps=1, weights=np.ones(3))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.probe import (encoder_stages, factor_target, format_usage, held_out_r2, kept_groups, label_kept, main,
+from train.probe import (encoder_stages, factor_target, format_usage, held_out_r2, kept_groups, label_groups, label_kept, main,
                          parse_args, probe, refit_latents, region_errors, ridge_r2, style_usage)
 
 
@@ -200,6 +200,21 @@ def test_kept_groups_split_every_face_once_per_factor_of_the_label():
     assert not any(name.startswith("hat_hue") for name, _ in hats)  # around the circle: not split
 
 
+def test_label_groups_split_by_the_other_labels_with_enough_faces_either_way():
+    names = ["Wearing_Earrings", "Male", "Smiling", "Bald"]
+    labels = np.zeros((40, 4), int)
+    labels[:, 0] = 1                  # the label itself: never a group
+    labels[:12, 1] = 1                # 12 men, 28 women: a group
+    labels[:35, 2] = 1                # 35 smiling, 5 not: too few without it
+    labels[:3, 3] = 1                 # 3 bald: too few with it
+    groups = label_groups("Wearing_Earrings", labels, names)
+    assert [name for name, _ in groups] == ["with Male"]
+    assert groups[0][1].sum() == 12 and groups[0][1][:12].all()
+    assert [n for n, _ in label_groups("Wearing_Earrings", labels, names, min_faces=3)] == ["with Male", "with Smiling", "with Bald"]
+    with pytest.raises(ValueError, match=r"labels must be \(N, 4\) .* got shape \(40, 3\)"):
+        label_groups("Male", labels[:, :3], names)
+
+
 def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeypatch, capsys):
     from conftest import tiny_model
 
@@ -214,6 +229,8 @@ def test_cli_kept_prints_the_oracle_table_and_names_bad_labels(tmp_path, monkeyp
     assert 0 < n < 120 and int(rows["all"][2]) == n
     assert float(rows["all"][3]) > 0.9  # the oracle sees the earrings on the faces themselves
     assert sum(int(rows[f"earring_size, {t} third"][2]) for t in ("lowest", "middle", "highest")) == n
+    withs = [name for name in rows if name.startswith("with ")]  # the dataset's other labels, not the model's
+    assert withs and "with Wearing_Earrings" not in withs and all(0 < int(rows[w][2]) < n for w in withs)
     assert all(0 <= float(rows["all"][c]) <= 1 for c in (3, 4, 5))
     assert main(parse_args([str(tmp_path / "m"), "--n", "60", "--factors", "earring_size", "--kept",
                             "Wearing_Earrings", "--resamples", "1", "--refit", "3"])) == 0

@@ -46,6 +46,18 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def weighted_epoch_order(weights: torch.Tensor | np.ndarray, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch of len(weights) indices drawn with replacement, index i with probability
+    weights[i] / sum(weights): oversampling (a face of weight 3 is seen three times as often as one
+    of weight 1). Like epoch_order, a function of (seed, epoch) only."""
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    if w.ndim != 1 or len(w) == 0 or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be a non-empty 1-D array of finite non-negative numbers with a positive sum, "
+                         f"got shape {tuple(w.shape)}, min {w.min().item() if w.numel() else None}")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.multinomial(w, len(w), replacement=True, generator=g)
+
+
 def schedule(num_labelled_batches: int, num_unlabelled_batches: int) -> list[bool]:
     """The order of one epoch's batches, True for labelled: spread evenly in proportion,
     as the paper interleaves labelled and unlabelled batches."""

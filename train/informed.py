@@ -69,15 +69,20 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 
 def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 64,
-                   lr: float = 1e-3, steps: int | None = None, minutes: float | None = None, seed: int = 0) -> dict:
+                   lr: float = 1e-3, steps: int | None = None, minutes: float | None = None, seed: int = 0,
+                   weights: np.ndarray | None = None) -> dict:
     """Adam on the summed squared error of sigmoid(decoder(u)) for `steps` steps or `minutes` of
     training, whichever ends first (at least one of them). images: uint8 (N, H, W, C); inputs: (N, U).
-    Trains where the decoder's parameters are (its batches are moved there).
+    Trains where the decoder's parameters are (its batches are moved there). `weights` (N,): draw
+    each epoch's faces with replacement in proportion to them (`batches.weighted_epoch_order`)
+    instead of a permutation.
     Returns {"steps", "epochs", "seconds", "loss"} (loss: the mean of the last 50 steps')."""
     if steps is None and minutes is None:
         raise ValueError("train_informed needs steps or minutes (or both) to know when to stop")
     if len(images) != len(inputs):
         raise ValueError(f"{len(images)} images but {len(inputs)} input rows")
+    if weights is not None and len(weights) != len(images):
+        raise ValueError(f"{len(images)} images but {len(weights)} weights")
     if not 1 <= batch_size <= len(images):
         raise ValueError(f"batch_size must be between 1 and the {len(images)} training faces, got {batch_size}")
     torch.manual_seed(seed)
@@ -93,7 +98,8 @@ def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor,
             minutes is not None and time.perf_counter() - start >= 60 * minutes)
 
     while not finished():
-        order = batches.epoch_order(len(images), seed, epoch)
+        order = (batches.epoch_order(len(images), seed, epoch) if weights is None
+                 else batches.weighted_epoch_order(weights, seed, epoch))
         epoch += 1
         for i in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[i:i + batch_size]
@@ -153,6 +159,18 @@ def format_judged(judged: dict) -> str:
     return "\n".join(rows)
 
 
+def _oversample(text: str) -> tuple[str, float]:
+    """--oversample's LABEL=W, W a positive number; the label is checked against the data later."""
+    label, sep, w = text.partition("=")
+    try:
+        factor = float(w)
+    except ValueError:
+        factor = math.nan
+    if not sep or not label or not (factor > 0 and math.isfinite(factor)):
+        raise argparse.ArgumentTypeError(f"expected LABEL=W with W a positive number, got {text!r}")
+    return label, factor
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.informed", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
@@ -168,6 +186,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder")
+    p.add_argument("--oversample", metavar="LABEL=W", type=_oversample,
+                   help="draw the training faces that have LABEL W times as often as the others (W > 0)")
     p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
@@ -202,15 +222,24 @@ def main(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    weights = None
+    if args.oversample:
+        label, factor = args.oversample
+        if label not in train.label_names:
+            print(f"error: --oversample: unknown label {label!r}; the synthetic labels are {list(train.label_names)}",
+                  file=sys.stderr)
+            return 2
+        weights = np.where(np.asarray(train.labels)[:, list(train.label_names).index(label)] == 1, factor, 1.0)
     labels = np.concatenate([np.asarray(train.labels), np.asarray(test.labels)])
     factors = {k: np.concatenate([np.asarray(train.factors[k]), np.asarray(test.factors[k])]) for k in FACTOR_NAMES}
     u = torch.from_numpy(factor_inputs(labels, factors, fit=len(train)))
     decoder = informed_decoder(config, u.shape[1], film=args.decoder_film).to(device)
     film = "with" if decoder.film_widths else "without"
     print(f"training {args.checkpoint}'s decoder ({film} FiLM) from {u.shape[1]} label and factor inputs on "
-          f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}")
+          f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}"
+          + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else ""))
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,
-                         steps=args.steps, minutes=args.minutes, seed=args.seed)
+                         steps=args.steps, minutes=args.minutes, seed=args.seed, weights=weights)
     judged = judge_informed(decoder, oracle, test.images, u[len(train):], np.asarray(test.labels), test.label_names)
     print(f"{run['steps']} steps ({run['epochs']:.2f} epochs) in {run['seconds'] / 60:.1f} min; "
           f"{len(test)} test faces drawn from their factors: PSNR {judged['psnr']:.2f} dB")

@@ -26,7 +26,8 @@ how much of them the reconstructions get (`region_errors`).
 `--kept LABEL` adds what `train.evaluate`'s diversity reads on its judged faces, over every test face
 that has the label (`label_kept`): how often the oracle sees the label on the faces, on their
 reconstructions and on `--resamples` draws of z_i from p(z_i | y_i = 1) each, split by the
-label's factors (README: the earrings, over all 1,162 of the 5,000 test faces that wear them).
+label's factors and by the other labels the faces have (`label_groups`; README: the earrings, over
+all 1,162 of the 5,000 test faces that wear them, go missing on men).
 With `--refit STEPS` it also asks whether the decoder *can* draw the label: each face's z is fitted
 by gradient with the networks frozen (`refit_latents`, the MAP of log p(x|z) p(z_c|y) N(z_s; 0, I)
 from E_q[z|x]), and the oracle reads the image that z decodes to. If no z draws the label better
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +332,23 @@ def kept_groups(label: str, factors: dict[str, np.ndarray]) -> list[tuple[str, n
     return groups
 
 
+def label_groups(label: str, labels: np.ndarray, names: Sequence[str], *, min_faces: int = 10
+                 ) -> list[tuple[str, np.ndarray]]:
+    """(name, mask) splits of the faces by the other labels: "with X" for each label X other than
+    `label` that at least `min_faces` and at most all but `min_faces` of the faces have (labels: (N, L)
+    0/1 in the order of `names`). On the synthetic faces this is where a label goes missing with
+    the company it keeps (README: earrings on men, which wear them on 5 % of the training faces)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[1] != len(names):
+        raise ValueError(f"labels must be (N, {len(names)}) for the labels {list(names)}, got shape {labels.shape}")
+    groups = []
+    for j, name in enumerate(names):
+        mask = labels[:, j] == 1
+        if name != label and min_faces <= mask.sum() <= len(mask) - min_faces:
+            groups.append((f"with {name}", mask))
+    return groups
+
+
 def format_kept(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str, np.ndarray]], n: int,
                 resamples: int) -> str:
     """label_kept's result, overall and by group, as a Markdown table."""
@@ -519,7 +538,8 @@ def main(args: argparse.Namespace) -> int:
     if args.kept:
         seen = label_kept(model, oracle, test.images[has], label=args.kept, resamples=args.resamples,
                           refit=args.refit, labels=refit_labels)
-        groups = kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})
+        groups = (kept_groups(args.kept, {k: np.asarray(v)[has] for k, v in test.factors.items()})
+                  + label_groups(args.kept, np.asarray(test.labels)[has], test.label_names))
         print()
         print(format_kept(args.kept, seen, groups, len(test), args.resamples))
     return 0
