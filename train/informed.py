@@ -17,6 +17,8 @@ the paper's decoder draws earrings that the oracle sees on few of the faces afte
 
     python -m train.informed --minutes 10                        # the bundled model's decoder
     python -m train.informed --minutes 10 --decoder-film         # the same with FiLM
+    python -m train.informed --decoder-film --batch-size 16 --steps 10625 --oversample Wearing_Earrings=3
+                                    # earring faces drawn 3x as often (README: 0.799 against 0.636)
 """
 from __future__ import annotations
 
