@@ -103,6 +103,35 @@ def test_decoder_film_is_trained_and_saved(tmp_path):
     assert model.decoder.film.weight.abs().max() > 0  # trained away from its zero start
 
 
+def test_oversample_draws_the_labelled_faces_with_the_label_more_often(tmp_path, monkeypatch, capsys):
+    from train import batches
+
+    drawn = []
+    real = batches.weighted_epoch_order
+
+    def spy(weights, seed, epoch):
+        order = real(weights, seed, epoch)
+        drawn.append((np.asarray(weights), order))
+        return order
+
+    monkeypatch.setattr(batches, "weighted_epoch_order", spy)
+    assert run(tmp_path / "over", "--epochs", "2", "--oversample", "Wearing_Earrings=4") == 0
+    assert len(drawn) == 2 and drawn[0][1].shape == (120,)
+    weights = drawn[0][0]
+    assert set(np.unique(weights)) == {1.0, 4.0}
+    earrings = weights == 4.0                                   # the faces that wear them: a quarter or so
+    share = np.mean([earrings[order.numpy()].mean() for _, order in drawn])
+    expected = 4 * earrings.mean() / (4 * earrings.mean() + (1 - earrings.mean()))
+    assert share > earrings.mean() + 0.1 and abs(share - expected) < 0.15
+    history = json.loads((tmp_path / "over" / "args.json").read_text())
+    assert history[-1]["oversample"] == ["Wearing_Earrings", 4.0]
+    assert run(tmp_path / "bad", "--epochs", "1", "--oversample", "Earrings=4") == 2
+    assert "error: --oversample: unknown label 'Earrings'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        trainer.parse_args([*QUICK, "--out", str(tmp_path / "x"), "--oversample", "Wearing_Earrings=-1"])
+    assert "expected LABEL=W with W a positive number, got 'Wearing_Earrings=-1'" in capsys.readouterr().err
+
+
 def test_label_gates_are_trained_and_saved(tmp_path):
     assert run(tmp_path / "gated", "--epochs", "1", "--label-gates") == 0
     from ccvae.networks import Decoder

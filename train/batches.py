@@ -5,6 +5,10 @@ when it fits, so a batch is an on-device gather; on the CPU it is read into memo
 """
 from __future__ import annotations
 
+import argparse
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -56,6 +60,27 @@ def weighted_epoch_order(weights: torch.Tensor | np.ndarray, seed: int, epoch: i
                          f"got shape {tuple(w.shape)}, min {w.min().item() if w.numel() else None}")
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.multinomial(w, len(w), replacement=True, generator=g)
+
+
+def parse_oversample(text: str) -> tuple[str, float]:
+    """A command line's --oversample LABEL=W: (LABEL, W), W a positive finite number (the label is
+    checked against the data by oversample_weights)."""
+    label, sep, w = text.partition("=")
+    try:
+        factor = float(w)
+    except ValueError:
+        factor = math.nan
+    if not sep or not label or not (factor > 0 and math.isfinite(factor)):
+        raise argparse.ArgumentTypeError(f"expected LABEL=W with W a positive number, got {text!r}")
+    return label, factor
+
+
+def oversample_weights(labels: np.ndarray, names: Sequence[str], label: str, factor: float) -> np.ndarray:
+    """(N,) sampling weights for weighted_epoch_order: `factor` for the faces whose `label` is 1, 1 for
+    the rest (labels: (N, L) 0/1 in the order of `names`)."""
+    if label not in names:
+        raise ValueError(f"--oversample: unknown label {label!r}; the data's labels are {list(names)}")
+    return np.where(np.asarray(labels)[:, list(names).index(label)] == 1, float(factor), 1.0)
 
 
 def schedule(num_labelled_batches: int, num_unlabelled_batches: int) -> list[bool]:

@@ -161,18 +161,6 @@ def format_judged(judged: dict) -> str:
     return "\n".join(rows)
 
 
-def _oversample(text: str) -> tuple[str, float]:
-    """--oversample's LABEL=W, W a positive number; the label is checked against the data later."""
-    label, sep, w = text.partition("=")
-    try:
-        factor = float(w)
-    except ValueError:
-        factor = math.nan
-    if not sep or not label or not (factor > 0 and math.isfinite(factor)):
-        raise argparse.ArgumentTypeError(f"expected LABEL=W with W a positive number, got {text!r}")
-    return label, factor
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.informed", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
@@ -188,7 +176,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder")
-    p.add_argument("--oversample", metavar="LABEL=W", type=_oversample,
+    p.add_argument("--oversample", metavar="LABEL=W", type=batches.parse_oversample,
                    help="draw the training faces that have LABEL W times as often as the others (W > 0)")
     p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
@@ -221,17 +209,11 @@ def main(args: argparse.Namespace) -> int:
                              limit=args.n_train)
         test = load_dataset("synthetic", "test", image_size=config["image_size"], seed=args.data_seed,
                             limit=args.n_test)
+        weights = (batches.oversample_weights(train.labels, train.label_names, *args.oversample)
+                   if args.oversample else None)
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    weights = None
-    if args.oversample:
-        label, factor = args.oversample
-        if label not in train.label_names:
-            print(f"error: --oversample: unknown label {label!r}; the synthetic labels are {list(train.label_names)}",
-                  file=sys.stderr)
-            return 2
-        weights = np.where(np.asarray(train.labels)[:, list(train.label_names).index(label)] == 1, factor, 1.0)
     labels = np.concatenate([np.asarray(train.labels), np.asarray(test.labels)])
     factors = {k: np.concatenate([np.asarray(train.factors[k]), np.asarray(test.factors[k])]) for k in FACTOR_NAMES}
     u = torch.from_numpy(factor_inputs(labels, factors, fit=len(train)))

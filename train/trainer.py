@@ -95,6 +95,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
+    o.add_argument("--oversample", metavar="LABEL=W", type=batches.parse_oversample,
+                   help="draw the labelled faces that have LABEL W times as often as the others, with replacement "
+                        "(an epoch still has as many labelled batches; p(y) stays the labelled frequencies). On the "
+                        "synthetic faces a decoder told every factor draws the earrings on 0.799 of the faces with "
+                        "Wearing_Earrings=3 against 0.636 without (README)")
     o.add_argument("--weight-grad", choices=list(objective.WEIGHT_GRADS), default="characteristic", help="gradient of the importance weight (see ccvae.objective)")
     o.add_argument("--seed", type=int, default=0, help="training seed (initialisation, data order, sampling)")
     r = p.add_argument_group("run")
@@ -249,6 +254,8 @@ def main(args: argparse.Namespace) -> int:
         model.encoder.compile()
         model.decoder.compile()
 
+    lab_weights = (batches.oversample_weights(labelled.labels, label_names, *args.oversample)
+                   if args.oversample and len(labelled) else None)
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
     # compatible flips never train an edit that adds a label to a face showing one exclusive with it;
@@ -288,7 +295,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         while counters["epoch"] < args.epochs and stop_reason is None:
             epoch = counters["epoch"]
-            lab_order = batches.epoch_order(len(labelled), args.seed, 2 * epoch) if len(labelled) else None
+            lab_order = (None if not len(labelled) else batches.epoch_order(len(labelled), args.seed, 2 * epoch)
+                         if lab_weights is None else batches.weighted_epoch_order(lab_weights, args.seed, 2 * epoch))
             unl_order = batches.epoch_order(len(unlabelled), args.seed, 2 * epoch + 1) if n_unl_batches else None
             lab_seen, unl_seen = sum(plan[:counters["batch"]]), counters["batch"] - sum(plan[:counters["batch"]])
             sums: dict[str, torch.Tensor] = {}  # summed on the device, read once per epoch
