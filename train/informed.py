@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import deque
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
