@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,38 @@ def test_style_kl_warmup_ramps_beta_from_zero_and_bad_values_are_named(tmp_path,
     assert "--style-kl-warmup must be a number of epochs >= 0, got -1.0" in capsys.readouterr().err
     assert run(tmp_path / "bad2", "--epochs", "1", "--style-kl-weight", "-0.5") == 2
     assert "--style-kl-weight must be >= 0, got -0.5" in capsys.readouterr().err
+
+
+def test_schedule_minutes_ends_the_whole_schedule_in_time_and_changes_nothing_when_time_is_ample(tmp_path, capsys, monkeypatch):
+    args = trainer.parse_args([*QUICK, "--out", "x", "--epochs", "10", "--schedule-minutes", "2"])
+    # position: the epochs done, or the fraction of the 2 minutes elapsed times 10 epochs if that is further
+    assert [trainer.schedule_position(args, e, s) for e, s in ((3, 0), (3, 60), (3, 12), (0, 240))] == [3, 5, 3, 20]
+    assert trainer.schedule_position(trainer.parse_args([*QUICK, "--out", "x"]), 3, 1e9) == 3  # off by default
+    # a machine far too slow for the plan (the trainer's clock moves a minute at every reading): the
+    # first step finds the minute used up, so it already has the cosine's final rate and the late
+    # intervention term, and the run stops after it, saved and logged like any run
+    clock = iter(range(0, 10**6, 60))
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    gamma = ["--intervention-weight", "10", "--intervention-batch", "4", "--intervention-start", "4"]
+    cosine = ["--lr-schedule", "cosine", "--min-lr-ratio", "0.05"]
+    assert run(tmp_path / "slow", "--epochs", "5", *cosine, *gamma, "--schedule-minutes", "1") == 0
+    assert "the schedule of 1.0 minutes ended at epoch 1, batch 1 (of 5 epochs)" in capsys.readouterr().err
+    log = [json.loads(line) for line in (tmp_path / "slow" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["step"] == 1 and log[0]["epoch"] == pytest.approx(1 / 3)
+    assert log[0]["lr"] == pytest.approx(1e-3 * 0.05) and log[0]["schedule_position"] == 5
+    assert 0.0 <= log[0]["sup_intervention_accuracy"] <= 1.0
+    state = json.loads((tmp_path / "slow" / "state" / "training_state.json").read_text())
+    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 1, "step": 1}
+    monkeypatch.undo()
+    # ample time: the epochs lead, so the run is the same as one without the option, step for step
+    assert run(tmp_path / "ample", "--epochs", "2", *cosine, "--schedule-minutes", "600") == 0
+    assert run(tmp_path / "plain", "--epochs", "2", *cosine) == 0
+    a, b = _weights(tmp_path / "ample"), _weights(tmp_path / "plain")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "ample" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and [r["schedule_position"] for r in log] == pytest.approx([2 / 3, 5 / 3])
+    assert run(tmp_path / "bad", "--epochs", "1", "--schedule-minutes", "0") == 2
+    assert "--schedule-minutes must be a positive number of minutes, got 0.0" in capsys.readouterr().err
 
 
 def test_refine_channels_build_the_trained_decoder_and_bad_values_are_named(tmp_path, capsys):

@@ -114,6 +114,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     r.add_argument("--max-minutes", type=float, help="stop training after this many minutes (saved, then evaluated as if finished)")
+    r.add_argument("--schedule-minutes", type=float,
+                   help="fit the whole schedule into this many minutes of training: the position that drives the "
+                        "cosine rate, --intervention-start and --style-kl-warmup is the larger of the epochs done and "
+                        "--epochs x minutes elapsed / this, and training ends when it reaches --epochs. A machine "
+                        "slower than planned runs fewer epochs of the same schedule (annealed, the term included) "
+                        "instead of being cut off mid-schedule by --max-minutes; a faster one runs all --epochs")
     r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
     r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
     r.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (default: all)")
@@ -147,6 +153,16 @@ def _rank_divergence(model: torch.nn.Module) -> float:
     diff = (flat - reference).abs().max()
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return diff.item()
+
+
+def schedule_position(args: argparse.Namespace, epochs_done: float, seconds: float) -> float:
+    """Where the schedule stands, in (fractional) epochs: the epochs done, or with --schedule-minutes M
+    the larger of that and --epochs * seconds / (60 M), so that the schedule (rate, term, warm-up)
+    ends at M minutes of training however fast the machine is. seconds: training time so far
+    (kept in the saved state, so a resumed run goes on from the same point)."""
+    if not args.schedule_minutes:
+        return epochs_done
+    return max(epochs_done, args.epochs * seconds / (60 * args.schedule_minutes))
 
 
 def intervention_weight(args: argparse.Namespace, position: float) -> float:
@@ -207,6 +223,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--hidden-dim must be a positive width, got {args.hidden_dim}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
+    if args.schedule_minutes is not None and not args.schedule_minutes > 0:
+        raise ValueError(f"--schedule-minutes must be a positive number of minutes, got {args.schedule_minutes}")
     out: Path = args.out
     if args.resume and not (out / "state").is_dir():
         raise FileNotFoundError(f"--resume: no saved state in {out / 'state'}")
@@ -306,9 +324,10 @@ def main(args: argparse.Namespace) -> int:
             bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not is_main, leave=False, dynamic_ncols=True)
             model.train()
-            position = epoch + counters["batch"] / len(plan)  # of the step being taken, in (fractional) epochs
+            position = schedule_position(args, epoch + counters["batch"] / len(plan), counters["seconds"])
             for b in bar:
-                position = epoch + b / len(plan)
+                # of the step being taken, in (fractional) epochs
+                position = schedule_position(args, epoch + b / len(plan), counters["seconds"] + time.time() - t0)
                 is_labelled = plan[b]
                 order, seen = (lab_order, lab_seen) if is_labelled else (unl_order, unl_seen)
                 idx = order[seen * args.batch_size:(seen + 1) * args.batch_size][rank::world]
@@ -358,9 +377,15 @@ def main(args: argparse.Namespace) -> int:
                 for key, value in [("loss", result.loss.detach()), *result.terms.items()]:
                     sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
                     counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
-                if args.max_minutes and counters["seconds"] + time.time() - t0 > 60 * args.max_minutes:
-                    counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
+                seconds = counters["seconds"] + time.time() - t0
+                if args.max_minutes and seconds > 60 * args.max_minutes:
                     stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
+                elif (args.schedule_minutes and (epoch + 1 < args.epochs or b + 1 < len(plan))
+                      and schedule_position(args, epoch + (b + 1) / len(plan), seconds) >= args.epochs):
+                    stop_reason = (f"the schedule of {args.schedule_minutes} minutes ended at epoch {epoch + 1}, "
+                                   f"batch {b + 1} (of {args.epochs} epochs)")
+                if stop_reason is not None:
+                    counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
                     break
                 if interrupted["flag"]:
                     counters["seconds"] += time.time() - t0
@@ -375,6 +400,8 @@ def main(args: argparse.Namespace) -> int:
                 counters["batch"] = 0
             record = {"epoch": counters["epoch"] + counters["batch"] / len(plan), "step": counters["step"], "seconds": round(counters["seconds"], 1),
                       **{k: float(sums[k]) / counts[k] for k in sums}, "lr": optimizer.param_groups[0]["lr"]}
+            if args.schedule_minutes:  # where the epoch's last step stood in the schedule
+                record["schedule_position"] = position
             if args.style_kl_warmup > 0:  # the weight the epoch's last step used
                 record["style_kl_weight"] = style_kl_weight(args, position)
             if world > 1:
