@@ -283,6 +283,15 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     assert len(log) == 2 and all(r["rank_max_abs_diff"] == 0.0 for r in log)
     assert "x2" in proc.stderr  # trained on 2 ranks
     CCVAE.from_pretrained(tmp_path / "ddp" / "model")
+    # a schedule that the clock ends: every rank reads rank 0's clock, so they stop at the same step
+    # (a rank stopping alone would leave the other waiting in its next all-reduce until the timeout)
+    cmd = [*cmd[:cmd.index("--epochs")], "--epochs", "50", "--sup-frac", "0.5", "--schedule-minutes", "0.02",
+           "--out", str(tmp_path / "timed")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the schedule of 0.02 minutes ended" in proc.stderr
+    log = [json.loads(line) for line in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["epoch"] < 50 and all(r["rank_max_abs_diff"] == 0.0 for r in log)
 
 
 def test_missing_dataset_folder_is_a_clear_error(tmp_path, capsys):

@@ -145,6 +145,17 @@ def _all_reduce_gradients(model: torch.nn.Module, world: int) -> None:
             offset += g.numel()
 
 
+def _shared_seconds(seconds: float, world: int, device: torch.device) -> float:
+    """The training time as rank 0 measured it: under torchrun every rank then takes the same
+    schedule position and stops at the same step (a rank stopping alone would leave the others
+    waiting in the next all-reduce). A single process returns its own reading."""
+    if world == 1:
+        return seconds
+    t = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return t.item()
+
+
 def _rank_divergence(model: torch.nn.Module) -> float:
     """max |theta_rank - theta_0| over all ranks and parameters: 0.0 when the ranks agree."""
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -286,6 +297,10 @@ def main(args: argparse.Namespace) -> int:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
     sync_every = 1 if device.type == "cpu" else 50
     lr_at = lr_schedule(args)
+    timed = bool(args.max_minutes or args.schedule_minutes)  # the clock is read only for these
+
+    def elapsed() -> float:  # training seconds so far, the same on every rank (t0: the epoch's start)
+        return _shared_seconds(counters["seconds"] + time.time() - t0, world, device)
     shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
     faces = batches.to_float(batches.load(shown.images[:8])).to(device)  # for figures
 
@@ -324,10 +339,11 @@ def main(args: argparse.Namespace) -> int:
             bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{args.epochs}",
                        disable=not is_main, leave=False, dynamic_ncols=True)
             model.train()
-            position = schedule_position(args, epoch + counters["batch"] / len(plan), counters["seconds"])
+            seconds = elapsed() if timed else counters["seconds"]  # read again after every sync_every steps
+            position = schedule_position(args, epoch + counters["batch"] / len(plan), seconds)
             for b in bar:
                 # of the step being taken, in (fractional) epochs
-                position = schedule_position(args, epoch + b / len(plan), counters["seconds"] + time.time() - t0)
+                position = schedule_position(args, epoch + b / len(plan), seconds)
                 is_labelled = plan[b]
                 order, seen = (lab_order, lab_seen) if is_labelled else (unl_order, unl_seen)
                 idx = order[seen * args.batch_size:(seen + 1) * args.batch_size][rank::world]
@@ -377,13 +393,14 @@ def main(args: argparse.Namespace) -> int:
                 for key, value in [("loss", result.loss.detach()), *result.terms.items()]:
                     sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
                     counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
-                seconds = counters["seconds"] + time.time() - t0
-                if args.max_minutes and seconds > 60 * args.max_minutes:
-                    stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
-                elif (args.schedule_minutes and (epoch + 1 < args.epochs or b + 1 < len(plan))
-                      and schedule_position(args, epoch + (b + 1) / len(plan), seconds) >= args.epochs):
-                    stop_reason = (f"the schedule of {args.schedule_minutes} minutes ended at epoch {epoch + 1}, "
-                                   f"batch {b + 1} (of {args.epochs} epochs)")
+                if timed and ((b + 1) % sync_every == 0 or b + 1 == len(plan)):
+                    seconds = elapsed()
+                    if args.max_minutes and seconds > 60 * args.max_minutes:
+                        stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
+                    elif (args.schedule_minutes and (epoch + 1 < args.epochs or b + 1 < len(plan))
+                          and schedule_position(args, epoch + (b + 1) / len(plan), seconds) >= args.epochs):
+                        stop_reason = (f"the schedule of {args.schedule_minutes} minutes ended at epoch {epoch + 1}, "
+                                       f"batch {b + 1} (of {args.epochs} epochs)")
                 if stop_reason is not None:
                     counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
                     break
