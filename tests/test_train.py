@@ -88,10 +88,11 @@ def test_schedule_minutes_ends_the_whole_schedule_in_time_and_changes_nothing_wh
     # first step finds the minute used up, so it already has the cosine's final rate and the late
     # intervention term, and the run stops after it, saved and logged like any run
     clock = iter(range(0, 10**6, 60))
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(time=lambda: next(clock)))
     gamma = ["--intervention-weight", "10", "--intervention-batch", "4", "--intervention-start", "4"]
     cosine = ["--lr-schedule", "cosine", "--min-lr-ratio", "0.05"]
-    assert run(tmp_path / "slow", "--epochs", "5", *cosine, *gamma, "--schedule-minutes", "1") == 0
+    with monkeypatch.context() as m:  # (the autouse fixture's data cache stays patched)
+        m.setattr(trainer, "time", types.SimpleNamespace(time=lambda: next(clock)))
+        assert run(tmp_path / "slow", "--epochs", "5", *cosine, *gamma, "--schedule-minutes", "1") == 0
     assert "the schedule of 1.0 minutes ended at epoch 1, batch 1 (of 5 epochs)" in capsys.readouterr().err
     log = [json.loads(line) for line in (tmp_path / "slow" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["step"] == 1 and log[0]["epoch"] == pytest.approx(1 / 3)
@@ -99,7 +100,6 @@ def test_schedule_minutes_ends_the_whole_schedule_in_time_and_changes_nothing_wh
     assert 0.0 <= log[0]["sup_intervention_accuracy"] <= 1.0
     state = json.loads((tmp_path / "slow" / "state" / "training_state.json").read_text())
     assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 1, "step": 1}
-    monkeypatch.undo()
     # ample time: the epochs lead, so the run is the same as one without the option, step for step
     assert run(tmp_path / "ample", "--epochs", "2", *cosine, "--schedule-minutes", "600") == 0
     assert run(tmp_path / "plain", "--epochs", "2", *cosine) == 0
