@@ -51,15 +51,22 @@ def _num_downsamples(image_size: int) -> int:
     return int(n)
 
 
+def _check_channels(image_size: int, channels: Sequence[int]) -> None:
+    """One conv width per halving from image_size down to 4x4, each positive."""
+    if len(channels) != _num_downsamples(image_size):
+        raise ValueError(
+            f"{image_size}x{image_size} images need {_num_downsamples(image_size)} conv channels, got {list(channels)}"
+        )
+    if min(channels) < 1:
+        raise ValueError(f"conv channels must be positive widths, got {list(channels)}")
+
+
 class Encoder(nn.Module):
     """x (B, C, H, W) in [0, 1] -> (loc, scale), each (B, latent_dim)."""
 
     def __init__(self, *, image_size: int, in_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int):
         super().__init__()
-        if len(channels) != _num_downsamples(image_size):
-            raise ValueError(
-                f"{image_size}x{image_size} images need {_num_downsamples(image_size)} conv channels, got {list(channels)}"
-            )
+        _check_channels(image_size, channels)
         layers, c_in = [], in_channels
         for c in channels:
             layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.ReLU(inplace=True)]
@@ -96,6 +103,7 @@ class Decoder(nn.Module):
             raise ValueError(f"refine_channels must be 0 (none) or positive, got {refine_channels}")
         if not 0 <= gates <= latent_dim:
             raise ValueError(f"gates must be between 0 (none) and latent_dim={latent_dim}, got {gates}")
+        _check_channels(image_size, channels)
         rev = list(channels)[::-1]  # e.g. 128, 64, 32, 32
         self.gates = int(gates)
         if gates:

@@ -19,3 +19,13 @@ def test_bench_rejects_zero_rounds():
 
     with pytest.raises(SystemExit, match="--rounds"):
         bench.main(bench.parse_args(["--device", "cpu", "--rounds", "0", "--batch-size", "2"]))
+
+
+def test_bench_takes_the_conv_widths_and_names_bad_ones(capsys):
+    import pytest
+
+    results = bench.main(bench.parse_args(["--device", "cpu", "--batch-size", "4", "--k", "3", "--steps", "1",
+                                           "--rounds", "1", "--channels", "8", "8", "8", "8"]))
+    assert results["supervised (one encoder pass)"] > 0
+    with pytest.raises(SystemExit, match="64x64 images need 4 conv channels, got \\[8\\]"):
+        bench.main(bench.parse_args(["--device", "cpu", "--batch-size", "2", "--channels", "8"]))

@@ -39,6 +39,8 @@ def test_the_decoder_has_the_checkpoint_architecture_without_gates():
     assert d.gates == 0 and not d.film_widths and d.project[0].in_features == 20
     assert d(torch.zeros(2, 20)).shape == (2, 3, 32, 32)
     assert informed_decoder(config, 20, film=True).film_widths == [8, 8, 8]
+    wide = informed_decoder(config, 20, channels=[16, 8, 8])
+    assert wide.body[-1].in_channels == 16 and wide(torch.zeros(2, 20)).shape == (2, 3, 32, 32)
 
 
 def test_training_lowers_the_error_and_stops_where_told():
@@ -103,7 +105,7 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
     assert main(parse_args([str(tmp_path / "m"), "--steps", "3", "--batch-size", "16", "--n-train", "64",
                             "--n-test", "40", "--decoder-film", "--device", "cpu"])) == 0
     out = capsys.readouterr().out
-    assert "on cpu" in out and "(with FiLM)" in out and "3 steps (0.75 epochs)" in out and "40 test faces drawn from their factors" in out
+    assert "on cpu" in out and "(with FiLM, channels " in out and "3 steps (0.75 epochs)" in out and "40 test faces drawn from their factors" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
     assert "Wearing_Earrings" in rows and "Eyeglasses" in rows and len(rows) == 15  # every label the oracle reads
     assert all(0 <= float(r[k]) <= 1 for r in rows.values() for k in (4, 5))  # accuracies
@@ -114,6 +116,12 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit):
             parse_args([str(tmp_path / "m"), *argv])
         assert message in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m"), "--steps", "1", "--n-train", "64", "--n-test", "40",
+                            "--channels", "8", "8"])) == 2
+    assert "error: 64x64 images need 4 conv channels, got [8, 8]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--steps", "1", "--channels", "8", "-1", "8", "8"])
+    assert "--channels must be positive widths, got [8, -1, 8, 8]" in capsys.readouterr().err
     assert main(parse_args([str(tmp_path / "missing"), "--steps", "1"])) == 2
     assert "error:" in capsys.readouterr().err
     assert main(parse_args([str(tmp_path / "m32"), "--steps", "1"])) == 2
@@ -156,8 +164,8 @@ def test_oversample_is_parsed_checked_and_used(tmp_path, monkeypatch, capsys):
     assert "error: --oversample: unknown label 'Earrings'" in capsys.readouterr().err
     assert main(parse_args([*base, "--oversample", "Wearing_Earrings=3"])) == 0
     assert "faces with Wearing_Earrings drawn 3x as often" in capsys.readouterr().out
-    images = torch.zeros(8, 4, 4, 3, dtype=torch.uint8)
+    images = torch.zeros(8, 8, 8, 3, dtype=torch.uint8)
     with pytest.raises(ValueError, match="8 images but 3 weights"):
-        train_informed(informed_decoder({"image_size": 4, "in_channels": 3, "channels": [4], "hidden_dim": 4,
+        train_informed(informed_decoder({"image_size": 8, "in_channels": 3, "channels": [4], "hidden_dim": 4,
                                          "refine_channels": 0, "decoder_film": False}, 2),
                        images, torch.zeros(8, 2), batch_size=2, steps=1, weights=np.ones(3))

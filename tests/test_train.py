@@ -128,6 +128,19 @@ def test_hidden_dim_sets_both_bottlenecks_and_is_saved(tmp_path, capsys):
     assert "--hidden-dim must be a positive width, got 0" in capsys.readouterr().err
 
 
+def test_channels_widen_encoder_and_decoder_and_are_saved(tmp_path, capsys):
+    assert run(tmp_path / "wide", "--epochs", "1", "--channels", "16", "8", "8", "8") == 0
+    model = CCVAE.from_pretrained(tmp_path / "wide" / "model")
+    assert model.config["channels"] == [16, 8, 8, 8]
+    assert model.encoder.body[0].out_channels == 16  # the first conv, at full resolution
+    assert model.decoder.body[-1].in_channels == 16   # the last transposed conv mirrors it
+    assert run(tmp_path / "bad", "--epochs", "1", "--channels", "16", "0", "8", "8") == 2
+    assert "--channels must be positive widths, got [16, 0, 8, 8]" in capsys.readouterr().err
+    assert run(tmp_path / "short", "--epochs", "1", "--channels", "16", "8") == 2
+    err = capsys.readouterr().err
+    assert "64x64 images need 4 conv channels, got [16, 8]" in err and "Traceback" not in err
+
+
 def test_decoder_film_is_trained_and_saved(tmp_path):
     assert run(tmp_path / "film", "--epochs", "1", "--decoder-film", "--label-gates") == 0
     model = CCVAE.from_pretrained(tmp_path / "film" / "model")

@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels_last memory format (default on, as in training)")
+    p.add_argument("--channels", type=int, nargs="+", metavar="C",
+                   help="the conv widths, as `python -m train --channels` (default: the paper's)")
     return p.parse_args(argv)
 
 
@@ -87,7 +89,11 @@ def main(args: argparse.Namespace) -> dict:
     warmup = 10 if args.compile else 2
     B, L = args.batch_size, 18
     torch.manual_seed(0)
-    model = CCVAE(label_names=[f"label{i}" for i in range(L)], latent_dim=45, image_size=args.image_size).to(device)
+    try:
+        model = CCVAE(label_names=[f"label{i}" for i in range(L)], latent_dim=45, image_size=args.image_size,
+                      channels=args.channels).to(device)
+    except ValueError as e:  # channels that do not fit the image size
+        raise SystemExit(f"error: {e}") from None
     channels_last = args.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)

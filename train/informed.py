@@ -57,10 +57,12 @@ def factor_inputs(labels: np.ndarray, factors: dict[str, np.ndarray], *, fit: in
     return ((u - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-def informed_decoder(config: dict, input_dim: int, *, film: bool | None = None) -> Decoder:
+def informed_decoder(config: dict, input_dim: int, *, film: bool | None = None,
+                     channels: list[int] | None = None) -> Decoder:
     """A decoder with a CCVAE config's architecture that reads `input_dim` inputs instead of z
-    (`film` None: as the config has it)."""
-    return Decoder(image_size=config["image_size"], out_channels=config["in_channels"], channels=config["channels"],
+    (`film`, `channels` None: as the config has them)."""
+    channels = config["channels"] if channels is None else channels
+    return Decoder(image_size=config["image_size"], out_channels=config["in_channels"], channels=channels,
                    hidden_dim=config["hidden_dim"], latent_dim=input_dim, refine_channels=config["refine_channels"],
                    film=config["decoder_film"] if film is None else film)
 
@@ -167,6 +169,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model folder or Hub id whose decoder architecture is trained (default: the bundled model)")
     p.add_argument("--decoder-film", action=argparse.BooleanOptionalAction, default=None,
                    help="FiLM in the decoder (default: as the checkpoint has it)")
+    p.add_argument("--channels", type=int, nargs="+", metavar="C",
+                   help="the conv widths as the encoder lists them, from the image down (default: the checkpoint's)")
     p.add_argument("--minutes", type=float, help="training time (stops at --steps if that comes first)")
     p.add_argument("--steps", type=int, help="training steps (stops at --minutes if that comes first)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -194,6 +198,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--n-train must be at least one batch ({args.batch_size}), got {args.n_train}")
     if args.n_test < 1:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
+    if args.channels is not None and min(args.channels) < 1:
+        p.error(f"--channels must be positive widths, got {args.channels}")
     return args
 
 
@@ -217,9 +223,14 @@ def main(args: argparse.Namespace) -> int:
     labels = np.concatenate([np.asarray(train.labels), np.asarray(test.labels)])
     factors = {k: np.concatenate([np.asarray(train.factors[k]), np.asarray(test.factors[k])]) for k in FACTOR_NAMES}
     u = torch.from_numpy(factor_inputs(labels, factors, fit=len(train)))
-    decoder = informed_decoder(config, u.shape[1], film=args.decoder_film).to(device)
+    try:
+        decoder = informed_decoder(config, u.shape[1], film=args.decoder_film, channels=args.channels).to(device)
+    except ValueError as e:  # channels that do not fit the image size
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     film = "with" if decoder.film_widths else "without"
-    print(f"training {args.checkpoint}'s decoder ({film} FiLM) from {u.shape[1]} label and factor inputs on "
+    widths = " ".join(str(c) for c in (args.channels or config["channels"]))
+    print(f"training {args.checkpoint}'s decoder ({film} FiLM, channels {widths}) from {u.shape[1]} label and factor inputs on "
           f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}"
           + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else ""))
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,

@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--val-limit", type=int, default=2000, help="validation images scored after each epoch")
     m = p.add_argument_group("model")
     m.add_argument("--latent-dim", type=int, default=45, help="total latent size (one per label + style)")
+    m.add_argument("--channels", type=int, nargs="+", metavar="C",
+                   help="the encoder's conv widths from the image down, mirrored by the decoder "
+                        "(default: the paper's 32 32 64 128 at 64x64, one more 128 per doubling)")
     m.add_argument("--hidden-dim", type=int, default=256,
                    help="width of the layer between the convolutions and the latents, both ways (the paper's 256)")
     m.add_argument("--refine-channels", type=int, default=0,
@@ -232,6 +235,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--style-kl-weight must be >= 0, got {args.style_kl_weight}")
     if args.hidden_dim < 1:
         raise ValueError(f"--hidden-dim must be a positive width, got {args.hidden_dim}")
+    if args.channels is not None and min(args.channels) < 1:
+        raise ValueError(f"--channels must be positive widths, got {args.channels}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
     if args.schedule_minutes is not None and not args.schedule_minutes > 0:
@@ -259,7 +264,7 @@ def main(args: argparse.Namespace) -> int:
     # which keeps them exclusive in its edits (editing.intervene) and in the intervention term
     exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
     model = CCVAE(label_names=label_names, latent_dim=args.latent_dim, image_size=args.image_size,
-                  hidden_dim=args.hidden_dim,
+                  channels=args.channels, hidden_dim=args.hidden_dim,
                   refine_channels=args.refine_channels, label_gates=args.label_gates,
                   decoder_film=args.decoder_film,
                   likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
