@@ -223,14 +223,14 @@ def main(args: argparse.Namespace) -> int:
     labels = np.concatenate([np.asarray(train.labels), np.asarray(test.labels)])
     factors = {k: np.concatenate([np.asarray(train.factors[k]), np.asarray(test.factors[k])]) for k in FACTOR_NAMES}
     u = torch.from_numpy(factor_inputs(labels, factors, fit=len(train)))
+    channels = args.channels or config["channels"]
     try:
-        decoder = informed_decoder(config, u.shape[1], film=args.decoder_film, channels=args.channels).to(device)
+        decoder = informed_decoder(config, u.shape[1], film=args.decoder_film, channels=channels).to(device)
     except ValueError as e:  # channels that do not fit the image size
         print(f"error: {e}", file=sys.stderr)
         return 2
     film = "with" if decoder.film_widths else "without"
-    widths = " ".join(str(c) for c in (args.channels or config["channels"]))
-    print(f"training {args.checkpoint}'s decoder ({film} FiLM, channels {widths}) from {u.shape[1]} label and factor inputs on "
+    print(f"training {args.checkpoint}'s decoder ({film} FiLM, channels {' '.join(map(str, channels))}) from {u.shape[1]} label and factor inputs on "
           f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}"
           + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else ""))
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,
