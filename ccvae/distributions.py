@@ -50,7 +50,32 @@ def gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -
     return -0.5 * ((x - loc) / scale).square() - torch.log(scale) - 0.5 * _LOG_2PI
 
 
-def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
+def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> torch.Tensor:
+    """The logits unchanged in value, with each pixel's gradient scaled by how wrong it is.
+
+    w_p = r_p^power / mean_p(r_p^power) per image, r_p^2 = sum_c (x - sigmoid(logits))^2 + 1e-4
+    (detached), and the result is logits.detach() + w * (logits - logits.detach()): every value a
+    likelihood computes from it is the same, and d/d logits_p is multiplied by w_p. With power 1 a
+    Gaussian likelihood's pull on a pixel grows as r_p^2 instead of r_p, so the few pixels the
+    decoder gets most wrong (small details such as the synthetic faces' earrings, 1.6 % of a face and
+    a quarter of its squared error) are learned sooner; the weights average 1 over each image.
+    Nothing else changes: the scale, the KL and the bound see the plain values. power 0: the logits.
+    x, logits: (B, C, H, W); returns (B, C, H, W).
+    """
+    if power == 0:
+        return logits
+    if not power > 0:
+        raise ValueError(f"residual emphasis must be >= 0, got {power}")
+    with torch.no_grad():
+        r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(1e-4)  # (B, 1, H, W)
+        w = r2.pow_(power / 2)
+        w = w / w.mean((2, 3), keepdim=True)
+    detached = logits.detach()
+    return detached + w * (logits - detached)
+
+
+def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale: torch.Tensor, *,
+                         emphasis: float = 0.0) -> torch.Tensor:
     """log p(x | z) summed over pixels: (B,).
 
     x: (B, C, H, W) in [0, 1]. logits: decoder output before the sigmoid, (B, C, H, W); the
@@ -58,9 +83,12 @@ def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale
       laplace:   log p = -|x - mu| / s - log(2 s)
       gaussian:  log p = -(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2
       bernoulli: log p = x log mu + (1 - x) log(1 - mu), from the logits for stability
+    emphasis: the same value, with the logits' gradient reweighted per pixel
+    (`emphasise_residuals`; 0 = the plain gradient).
     """
     logits = upcast(logits)
     x = x.to(logits.dtype)
+    logits = emphasise_residuals(x, logits, emphasis)
     if kind == "bernoulli":
         lp = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     else:

@@ -213,9 +213,10 @@ class CCVAE(
     def likelihood_scale(self) -> torch.Tensor:
         return self.log_likelihood_scale.exp()
 
-    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) summed over pixels: (B,)."""
-        return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale())
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor, *, emphasis: float = 0.0) -> torch.Tensor:
+        """log p(x | z) summed over pixels: (B,). emphasis: reweights the gradient of the logits
+        per pixel, never the value (`distributions.emphasise_residuals`)."""
+        return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale(), emphasis=emphasis)
 
     def set_label_prior(self, frequencies: torch.Tensor | Sequence[float]) -> None:
         """Set p(y_i = 1) from the labelled data's frequencies (clamped away from 0 and 1)."""

@@ -90,6 +90,7 @@ def supervised(
     intervention_exclusive: torch.Tensor | None = None,
     intervention_clear: bool = False,
     intervention_judge: str = "classifier",
+    emphasis: float = 0.0,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -108,7 +109,9 @@ def supervised(
     present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
     the other label cleared first, as `editing.intervene` edits. intervention_judge: "classifier"
     (the edit must read as y_i = v) or "latent" (it must encode back to the value z_i was given);
-    see `intervention_consistency`.
+    see `intervention_consistency`. emphasis: scales the gradient of the decoder's output at each
+    pixel by how wrong it is there, leaving every value as it is (`distributions.emphasise_residuals`;
+    0 = Eq. 1's gradient).
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -145,7 +148,7 @@ def supervised(
         z_c, z0 = z[..., :L], z[0]  # (K, B, L), (B, D)
         log_qzc = gaussian_log_prob(z_c, loc_c, scale_c).sum(-1)  # (K, B)
         log_qzs = gaussian_log_prob(z0[:, L:], loc_s, scale_s).sum(-1)  # (B,)
-    log_px = model.log_likelihood(x, model.decode_logits(z0))  # (B,)
+    log_px = model.log_likelihood(x, model.decode_logits(z0), emphasis=emphasis)  # (B,)
 
     log_qy_zc = log_classifier(model, z_c, y)  # (K, B)
     log_qyx = torch.logsumexp(log_qy_zc, 0) - math.log(k)  # (B,)
@@ -268,19 +271,20 @@ def unsupervised(
     z: torch.Tensor | None = None,
     posterior: DiagonalGaussian | None = None,
     style_kl_weight: float = 1.0,
+    emphasis: float = 0.0,
 ) -> Objective:
     """The ELBO with labels marginalised exactly, for an unlabelled batch x (B, C, H, W).
 
         ELBO = E_q(z|x)[ log p(x|z) + log p(z_s) - log q(z|x)
                          + sum_i sum_{v in {0,1}} q(y_i=v|z_i) (log p(z_i|y_i=v) + log p(y_i=v) - log q(y_i=v|z_i)) ]
 
-    z: optional sample (B, D) to use instead of drawing one. style_kl_weight: as in `supervised`.
+    z: optional sample (B, D) to use instead of drawing one. style_kl_weight, emphasis: as in `supervised`.
     """
     L = model.num_labels
     q = posterior if posterior is not None else model.encode(x)
     if z is None:
         z = q.sample(generator=generator)  # (B, D)
-    log_px = model.log_likelihood(x, model.decode_logits(z))  # (B,)
+    log_px = model.log_likelihood(x, model.decode_logits(z), emphasis=emphasis)  # (B,)
     z_c = z[:, :L]
     logits = model.classifier_logits(z_c)  # (B, L)
     log_q = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], 1)  # (B, 2, L): log q(y_i = v | z_i)

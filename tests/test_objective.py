@@ -335,3 +335,41 @@ def test_intervention_weight_adds_its_term_and_leaves_the_bound_alone():
         objective.supervised(model, x, y, intervention_weight=-1.0)
     with pytest.raises(ValueError, match="intervention_batch >= 1, got 1.0 and 0"):
         objective.supervised(model, x, y, intervention_weight=1.0, intervention_batch=0)
+
+
+def test_residual_emphasis_keeps_every_value_and_scales_each_pixels_gradient_by_its_error():
+    from ccvae.distributions import emphasise_residuals, image_log_likelihood
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor(0.1, dtype=torch.float64)
+    assert emphasise_residuals(x, logits, 0) is logits
+    plain = image_log_likelihood(x, logits, "gaussian", s)
+    (g_plain,) = torch.autograd.grad(plain.sum(), logits)
+    for power in (1.0, 2.0):
+        emph = image_log_likelihood(x, logits, "gaussian", s, emphasis=power)
+        torch.testing.assert_close(emph, plain)  # the value is the plain log-likelihood
+        (g,) = torch.autograd.grad(emph.sum(), logits)
+        r = ((x - torch.sigmoid(logits)) ** 2).sum(1, keepdim=True).add(1e-4).sqrt() ** power
+        torch.testing.assert_close(g, g_plain * r / r.mean((2, 3), keepdim=True))  # weights average 1 per image
+    # the worst pixel gains the most pull
+    worst = ((x - torch.sigmoid(logits)) ** 2).sum(1)[0].argmax()
+    (g,) = torch.autograd.grad(image_log_likelihood(x, logits, "gaussian", s, emphasis=1.0).sum(), logits)
+    ratio = (g[0].abs().sum(0) / g_plain[0].abs().sum(0)).flatten()
+    assert ratio.argmax() == worst and ratio.max() > 1
+    with pytest.raises(ValueError, match="residual emphasis must be >= 0, got -1"):
+        emphasise_residuals(x, logits, -1)
+
+
+def test_objectives_pass_the_emphasis_to_the_likelihood_and_keep_the_bound():
+    model, x, y, q, z, plain = _plain_supervised()
+    emph = objective.supervised(model, x, y, z=z, posterior=q, emphasis=1.0)
+    torch.testing.assert_close(emph.bound, plain.bound)
+    torch.testing.assert_close(emph.loss, plain.loss)
+    params = list(model.decoder.parameters())
+    g_plain = torch.autograd.grad(plain.loss, params, retain_graph=True)
+    g_emph = torch.autograd.grad(emph.loss, params)
+    assert not all(torch.allclose(a, b) for a, b in zip(g_plain, g_emph))  # the decoder learns otherwise
+    u_plain = objective.unsupervised(model, x, z=z[0], posterior=q)
+    u_emph = objective.unsupervised(model, x, z=z[0], posterior=q, emphasis=2.0)
+    torch.testing.assert_close(u_emph.loss, u_plain.loss)

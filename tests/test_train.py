@@ -543,3 +543,18 @@ def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep(
     plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling")).eval()
     assert "intervention_success_consistent" not in oracle_metrics(plain, OneColour(), images, n=n, resamples=2,
                                                                    batch_size=n, labels=labels)
+
+
+def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_are_named(tmp_path, capsys, monkeypatch):
+    seen, supervised = [], objective.supervised
+    monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["emphasis"]) or supervised(*a, **kw))
+    assert run(tmp_path / "emph", "--epochs", "2", "--residual-emphasis", "1", "--residual-emphasis-until", "1") == 0
+    assert seen == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # 3 batches an epoch: on in the first, off from epoch 1
+    args = trainer.parse_args([*QUICK, "--out", "x", "--residual-emphasis", "2"])
+    assert trainer.residual_emphasis(args, 0) == trainer.residual_emphasis(args, 99) == 2.0  # to the end by default
+    assert trainer.residual_emphasis(trainer.parse_args([*QUICK, "--out", "x"]), 0) == 0.0  # off by default
+    monkeypatch.setattr(objective, "supervised", supervised)
+    assert run(tmp_path / "bad", "--epochs", "1", "--residual-emphasis", "-1") == 2
+    assert "--residual-emphasis must be a power >= 0, got -1.0" in capsys.readouterr().err
+    assert run(tmp_path / "bad2", "--epochs", "1", "--residual-emphasis", "1", "--residual-emphasis-until", "-2") == 2
+    assert "--residual-emphasis-until must be an epoch >= 0, got -2.0" in capsys.readouterr().err

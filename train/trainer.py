@@ -98,6 +98,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
+    o.add_argument("--residual-emphasis", type=float, default=0.0, metavar="P",
+                   help="scale the gradient of the decoder's output at each pixel by its error to the power P, "
+                        "normalised to mean 1 over each image, leaving every value (bound, scale, KL) as it is "
+                        "(ccvae.distributions.emphasise_residuals; 0 = off): small details the decoder misses, such as "
+                        "the synthetic faces' earrings, are learned sooner (README: Residual emphasis)")
+    o.add_argument("--residual-emphasis-until", type=float, default=None, metavar="EPOCH",
+                   help="epoch (may be fractional) at which --residual-emphasis stops (default: it runs to the end)")
     o.add_argument("--oversample", metavar="LABEL=W", type=batches.parse_oversample,
                    help="draw the labelled faces that have LABEL W times as often as the others, with replacement "
                         "(an epoch still has as many labelled batches; p(y) stays the labelled frequencies). On the "
@@ -185,6 +192,14 @@ def intervention_weight(args: argparse.Namespace, position: float) -> float:
     return args.intervention_weight if position >= args.intervention_start else 0.0
 
 
+def residual_emphasis(args: argparse.Namespace, position: float) -> float:
+    """The emphasis power at a (fractional) epoch: --residual-emphasis before --residual-emphasis-until
+    (or throughout), 0 from it on. A function of the position alone, like the rest."""
+    if args.residual_emphasis_until is not None and position >= args.residual_emphasis_until:
+        return 0.0
+    return args.residual_emphasis
+
+
 def style_kl_weight(args: argparse.Namespace, position: float) -> float:
     """beta at a (fractional) epoch: --style-kl-weight * position / --style-kl-warmup during the
     warm-up, --style-kl-weight after it. A function of the position alone, like the rest."""
@@ -227,6 +242,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of ranks ({world})")
     if not 0.0 <= args.sup_frac <= 1.0:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
+    if not args.residual_emphasis >= 0:
+        raise ValueError(f"--residual-emphasis must be a power >= 0, got {args.residual_emphasis}")
+    if args.residual_emphasis_until is not None and not args.residual_emphasis_until >= 0:
+        raise ValueError(f"--residual-emphasis-until must be an epoch >= 0, got {args.residual_emphasis_until}")
     if not args.intervention_start >= 0:
         raise ValueError(f"--intervention-start must be an epoch >= 0, got {args.intervention_start}")
     if not args.style_kl_warmup >= 0:
@@ -365,12 +384,14 @@ def main(args: argparse.Namespace) -> int:
                                                       intervention_batch=args.intervention_batch,
                                                       intervention_exclusive=exclusive,
                                                       intervention_clear=args.intervention_flips == "consistent",
-                                                      intervention_judge=args.intervention_judge)
+                                                      intervention_judge=args.intervention_judge,
+                                                      emphasis=residual_emphasis(args, position))
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
                     with autocast:
-                        result = objective.unsupervised(model, x, generator=generator, style_kl_weight=style_kl_weight(args, position))
+                        result = objective.unsupervised(model, x, generator=generator, style_kl_weight=style_kl_weight(args, position),
+                                                        emphasis=residual_emphasis(args, position))
                 kind = "sup" if is_labelled else "unsup"
                 finite = finite & torch.isfinite(result.loss.detach())
                 # Reading a GPU value waits for the GPU: check the loss every step on the CPU,
