@@ -64,6 +64,27 @@ def test_training_lowers_the_error_and_stops_where_told():
         train_informed(d, images, u[:10], steps=1)
 
 
+def test_residual_emphasis_learns_a_one_pixel_detail_sooner():
+    rng = np.random.default_rng(2)
+    u = torch.from_numpy(rng.normal(size=(256, 2)).astype(np.float32))
+    # a face: a flat colour from the first input, and one pixel whose brightness is the second input's
+    images = (torch.sigmoid(u[:, :1]) * 255)[:, None, None, :].expand(256, 16, 16, 3).clone()
+    images[:, 11, 4, :] = (u[:, 1:] > 0).float() * 255
+    images = images.to(torch.uint8)
+
+    def dot_error(emphasis: float) -> float:
+        torch.manual_seed(0)
+        d = informed_decoder({"image_size": 16, "in_channels": 3, "channels": [8, 8], "hidden_dim": 16,
+                              "refine_channels": 0, "decoder_film": False}, 2)
+        train_informed(d, images, u, batch_size=32, steps=150, lr=3e-3, emphasis=emphasis)
+        with torch.no_grad():
+            drawn = torch.sigmoid(d(u))[:, :, 11, 4]
+        return (drawn - images[:, 11, 4, :].float() / 255).square().mean().item()
+
+    plain, emphasised = dot_error(0.0), dot_error(1.0)
+    assert emphasised < 0.5 * plain, (plain, emphasised)
+
+
 class _Bright(nn.Module):
     """Draws a white face where the first input is positive, a black one elsewhere."""
 
@@ -112,7 +133,8 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
     for argv, message in ((["--n-test", "5"], "say how long to train"),
                           (["--steps", "0"], "--steps must be at least 1, got 0"),
                           (["--minutes", "-1"], "--minutes must be positive, got -1.0"),
-                          (["--steps", "1", "--n-train", "8"], "--n-train must be at least one batch (64), got 8")):
+                          (["--steps", "1", "--n-train", "8"], "--n-train must be at least one batch (64), got 8"),
+                          (["--steps", "1", "--residual-emphasis", "-1"], "--residual-emphasis must be a power >= 0, got -1.0")):
         with pytest.raises(SystemExit):
             parse_args([str(tmp_path / "m"), *argv])
         assert message in capsys.readouterr().err

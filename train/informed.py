@@ -19,6 +19,8 @@ the paper's decoder draws earrings that the oracle sees on few of the faces afte
     python -m train.informed --minutes 10 --decoder-film         # the same with FiLM
     python -m train.informed --decoder-film --batch-size 16 --steps 10625 --oversample Wearing_Earrings=3
                                     # earring faces drawn 3x as often (README: 0.799 against 0.636)
+    python -m train.informed --minutes 8 --residual-emphasis 1
+                                    # each pixel's gradient scaled by its error (README: Residual emphasis)
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ccvae import CCVAE, CheckpointError, default_device
+from ccvae.distributions import emphasise_residuals
 from ccvae.networks import Decoder
 
 from . import batches
@@ -74,12 +77,13 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 64,
                    lr: float = 1e-3, steps: int | None = None, minutes: float | None = None, seed: int = 0,
-                   weights: np.ndarray | None = None) -> dict:
+                   weights: np.ndarray | None = None, emphasis: float = 0.0) -> dict:
     """Adam on the summed squared error of sigmoid(decoder(u)) for `steps` steps or `minutes` of
     training, whichever ends first (at least one of them). images: uint8 (N, H, W, C); inputs: (N, U).
     Trains where the decoder's parameters are (its batches are moved there). `weights` (N,): draw
     each epoch's faces with replacement in proportion to them (`batches.weighted_epoch_order`)
-    instead of a permutation.
+    instead of a permutation. `emphasis`: each pixel's gradient scaled by its error to that power, the
+    loss's value unchanged (`ccvae.distributions.emphasise_residuals`, as the trainer's --residual-emphasis).
     Returns {"steps", "epochs", "seconds", "loss"} (loss: the mean of the last 50 steps')."""
     if steps is None and minutes is None:
         raise ValueError("train_informed needs steps or minutes (or both) to know when to stop")
@@ -108,7 +112,8 @@ def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor,
         for i in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[i:i + batch_size]
             x = batches.to_float(images[idx]).to(device)                       # (B, C, H, W)
-            loss = F.mse_loss(torch.sigmoid(decoder(inputs[idx])), x, reduction="none").flatten(1).sum(1).mean()
+            logits = emphasise_residuals(x, decoder(inputs[idx]), emphasis)
+            loss = F.mse_loss(torch.sigmoid(logits), x, reduction="none").flatten(1).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -182,6 +187,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder")
     p.add_argument("--oversample", metavar="LABEL=W", type=batches.parse_oversample,
                    help="draw the training faces that have LABEL W times as often as the others (W > 0)")
+    p.add_argument("--residual-emphasis", type=float, default=0.0, metavar="P",
+                   help="scale each pixel's gradient by its error to the power P, as the trainer's option (0 = off)")
     p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
@@ -198,6 +205,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--n-train must be at least one batch ({args.batch_size}), got {args.n_train}")
     if args.n_test < 1:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
+    if not args.residual_emphasis >= 0:
+        p.error(f"--residual-emphasis must be a power >= 0, got {args.residual_emphasis}")
     if args.channels is not None and min(args.channels) < 1:
         p.error(f"--channels must be positive widths, got {args.channels}")
     return args
@@ -232,9 +241,11 @@ def main(args: argparse.Namespace) -> int:
     film = "with" if decoder.film_widths else "without"
     print(f"training {args.checkpoint}'s decoder ({film} FiLM, channels {' '.join(map(str, channels))}) from {u.shape[1]} label and factor inputs on "
           f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}"
-          + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else ""))
+          + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else "")
+          + (f", residual emphasis {args.residual_emphasis:g}" if args.residual_emphasis else ""))
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,
-                         steps=args.steps, minutes=args.minutes, seed=args.seed, weights=weights)
+                         steps=args.steps, minutes=args.minutes, seed=args.seed, weights=weights,
+                         emphasis=args.residual_emphasis)
     judged = judge_informed(decoder, oracle, test.images, u[len(train):], np.asarray(test.labels), test.label_names)
     print(f"{run['steps']} steps ({run['epochs']:.2f} epochs) in {run['seconds'] / 60:.1f} min; "
           f"{len(test)} test faces drawn from their factors: PSNR {judged['psnr']:.2f} dB")
