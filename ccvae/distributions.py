@@ -64,8 +64,8 @@ def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> 
     """
     if power == 0:
         return logits
-    if not power > 0:
-        raise ValueError(f"residual emphasis must be >= 0, got {power}")
+    if not (power > 0 and math.isfinite(power)):
+        raise ValueError(f"residual emphasis must be a finite power >= 0, got {power}")
     with torch.no_grad():
         r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(1e-4)  # (B, 1, H, W)
         w = r2.pow_(power / 2)

@@ -357,8 +357,10 @@ def test_residual_emphasis_keeps_every_value_and_scales_each_pixels_gradient_by_
     (g,) = torch.autograd.grad(image_log_likelihood(x, logits, "gaussian", s, emphasis=1.0).sum(), logits)
     ratio = (g[0].abs().sum(0) / g_plain[0].abs().sum(0)).flatten()
     assert ratio.argmax() == worst and ratio.max() > 1
-    with pytest.raises(ValueError, match="residual emphasis must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="residual emphasis must be a finite power >= 0, got -1"):
         emphasise_residuals(x, logits, -1)
+    with pytest.raises(ValueError, match="finite power >= 0, got inf"):
+        emphasise_residuals(x, logits, math.inf)
 
 
 def test_objectives_pass_the_emphasis_to_the_likelihood_and_keep_the_bound():

@@ -555,6 +555,8 @@ def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_a
     assert trainer.residual_emphasis(trainer.parse_args([*QUICK, "--out", "x"]), 0) == 0.0  # off by default
     monkeypatch.setattr(objective, "supervised", supervised)
     assert run(tmp_path / "bad", "--epochs", "1", "--residual-emphasis", "-1") == 2
-    assert "--residual-emphasis must be a power >= 0, got -1.0" in capsys.readouterr().err
+    assert "--residual-emphasis must be a finite power >= 0, got -1.0" in capsys.readouterr().err
+    assert run(tmp_path / "bad3", "--epochs", "1", "--residual-emphasis", "inf") == 2
+    assert "--residual-emphasis must be a finite power >= 0, got inf" in capsys.readouterr().err
     assert run(tmp_path / "bad2", "--epochs", "1", "--residual-emphasis", "1", "--residual-emphasis-until", "-2") == 2
     assert "--residual-emphasis-until must be an epoch >= 0, got -2.0" in capsys.readouterr().err

@@ -205,8 +205,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--n-train must be at least one batch ({args.batch_size}), got {args.n_train}")
     if args.n_test < 1:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
-    if not args.residual_emphasis >= 0:
-        p.error(f"--residual-emphasis must be a power >= 0, got {args.residual_emphasis}")
+    if not (args.residual_emphasis >= 0 and math.isfinite(args.residual_emphasis)):
+        p.error(f"--residual-emphasis must be a finite power >= 0, got {args.residual_emphasis}")
     if args.channels is not None and min(args.channels) < 1:
         p.error(f"--channels must be positive widths, got {args.channels}")
     return args
