@@ -50,6 +50,14 @@ def gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -
     return -0.5 * ((x - loc) / scale).square() - torch.log(scale) - 0.5 * _LOG_2PI
 
 
+def check_emphasis(power: float, name: str = "residual emphasis") -> float:
+    """The emphasis power if it is a finite number >= 0; otherwise a ValueError that says `name`
+    (the CLIs pass their flag)."""
+    if not (power >= 0 and math.isfinite(power)):
+        raise ValueError(f"{name} must be a finite power >= 0, got {power}")
+    return power
+
+
 def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> torch.Tensor:
     """The logits unchanged in value, with each pixel's gradient scaled by how wrong it is.
 
@@ -62,10 +70,8 @@ def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> 
     Nothing else changes: the scale, the KL and the bound see the plain values. power 0: the logits.
     x, logits: (B, C, H, W); returns (B, C, H, W).
     """
-    if power == 0:
+    if check_emphasis(power) == 0:
         return logits
-    if not (power > 0 and math.isfinite(power)):
-        raise ValueError(f"residual emphasis must be a finite power >= 0, got {power}")
     with torch.no_grad():
         r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(1e-4)  # (B, 1, H, W)
         w = r2.pow_(power / 2)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ccvae import CCVAE, CheckpointError, default_device
-from ccvae.distributions import emphasise_residuals
+from ccvae.distributions import check_emphasis, emphasise_residuals
 from ccvae.networks import Decoder
 
 from . import batches
@@ -205,8 +205,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--n-train must be at least one batch ({args.batch_size}), got {args.n_train}")
     if args.n_test < 1:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
-    if not (args.residual_emphasis >= 0 and math.isfinite(args.residual_emphasis)):
-        p.error(f"--residual-emphasis must be a finite power >= 0, got {args.residual_emphasis}")
+    try:
+        check_emphasis(args.residual_emphasis, "--residual-emphasis")
+    except ValueError as e:
+        p.error(str(e))
     if args.channels is not None and min(args.channels) < 1:
         p.error(f"--channels must be positive widths, got {args.channels}")
     return args

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ccvae import CCVAE, default_device, editing, objective
+from ccvae.distributions import check_emphasis
 
 from . import batches, figures, modelcard
 from .state import ARGS, load_state, read_history, replace_dir, save_state
@@ -242,8 +243,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of ranks ({world})")
     if not 0.0 <= args.sup_frac <= 1.0:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
-    if not (args.residual_emphasis >= 0 and math.isfinite(args.residual_emphasis)):
-        raise ValueError(f"--residual-emphasis must be a finite power >= 0, got {args.residual_emphasis}")
+    check_emphasis(args.residual_emphasis, "--residual-emphasis")
     if args.residual_emphasis_until is not None and not args.residual_emphasis_until >= 0:
         raise ValueError(f"--residual-emphasis-until must be an epoch >= 0, got {args.residual_emphasis_until}")
     if not args.intervention_start >= 0:
