@@ -6,6 +6,7 @@ objective is the same under bf16 autocast.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,22 +59,39 @@ def check_emphasis(power: float, name: str = "residual emphasis") -> float:
     return power
 
 
-def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> torch.Tensor:
+class Emphasis(NamedTuple):
+    """Residual emphasis with a floor: `emphasise_residuals` takes this or a bare power (floor 0.01)."""
+    power: float
+    floor: float = 0.01
+
+
+def check_floor(floor: float, name: str = "residual emphasis floor") -> float:
+    """The floor if it is a finite number > 0; otherwise a ValueError that says `name`."""
+    if not (floor > 0 and math.isfinite(floor)):
+        raise ValueError(f"{name} must be a finite number > 0, got {floor}")
+    return floor
+
+
+def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, emphasis: float | Emphasis) -> torch.Tensor:
     """The logits unchanged in value, with each pixel's gradient scaled by how wrong it is.
 
-    w_p = r_p^power / mean_p(r_p^power) per image, r_p^2 = sum_c (x - sigmoid(logits))^2 + 1e-4
-    (detached), and the result is logits.detach() + w * (logits - logits.detach()): every value a
+    emphasis: a power P, or Emphasis(P, floor eps). w_p = r_p^P / mean_p(r_p^P) per image, with
+    r_p^2 = sum_c (x - sigmoid(logits))^2 + eps^2 (detached; eps = 0.01 for a bare power). A larger
+    eps keeps more of the pull on the pixels that are already nearly right (w_p >= eps^P / mean).
+    The result is logits.detach() + w * (logits - logits.detach()): every value a
     likelihood computes from it is the same, and d/d logits_p is multiplied by w_p. With power 1 a
     Gaussian likelihood's pull on a pixel grows as r_p^2 instead of r_p, so the few pixels the
     decoder gets most wrong (small details such as the synthetic faces' earrings, 1.6 % of a face and
     a quarter of its squared error) are learned sooner; the weights average 1 over each image.
-    Nothing else changes: the scale, the KL and the bound see the plain values. power 0: the logits.
+    Nothing else changes: the scale, the KL and the bound see the plain values. P = 0: the logits.
     x, logits: (B, C, H, W); returns (B, C, H, W).
     """
+    power, floor = emphasis if isinstance(emphasis, Emphasis) else Emphasis(emphasis)
     if check_emphasis(power) == 0:
         return logits
+    check_floor(floor)
     with torch.no_grad():
-        r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(1e-4)  # (B, 1, H, W)
+        r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(floor * floor)  # (B, 1, H, W)
         w = r2.pow_(power / 2)
         w = w / w.mean((2, 3), keepdim=True)
     detached = logits.detach()
@@ -81,7 +99,7 @@ def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, power: float) -> 
 
 
 def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale: torch.Tensor, *,
-                         emphasis: float = 0.0) -> torch.Tensor:
+                         emphasis: float | Emphasis = 0.0) -> torch.Tensor:
     """log p(x | z) summed over pixels: (B,).
 
     x: (B, C, H, W) in [0, 1]. logits: decoder output before the sigmoid, (B, C, H, W); the

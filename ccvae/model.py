@@ -30,7 +30,7 @@ from torch import nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from .distributions import LIKELIHOODS, DiagonalGaussian, image_log_likelihood, upcast
+from .distributions import LIKELIHOODS, DiagonalGaussian, Emphasis, image_log_likelihood, upcast
 from .networks import Decoder, Encoder, default_channels
 
 FORMAT_VERSION = 1
@@ -213,7 +213,7 @@ class CCVAE(
     def likelihood_scale(self) -> torch.Tensor:
         return self.log_likelihood_scale.exp()
 
-    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor, *, emphasis: float = 0.0) -> torch.Tensor:
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor, *, emphasis: float | Emphasis = 0.0) -> torch.Tensor:
         """log p(x | z) summed over pixels: (B,). emphasis: reweights the gradient of the logits
         per pixel, never the value (`distributions.emphasise_residuals`)."""
         return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale(), emphasis=emphasis)

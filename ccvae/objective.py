@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .distributions import DiagonalGaussian, gaussian_log_prob, upcast
+from .distributions import DiagonalGaussian, Emphasis, gaussian_log_prob, upcast
 
 WEIGHT_GRADS = ("characteristic", "full")
 JUDGES = ("classifier", "latent")  # what values an edit in intervention_consistency
@@ -90,7 +90,7 @@ def supervised(
     intervention_exclusive: torch.Tensor | None = None,
     intervention_clear: bool = False,
     intervention_judge: str = "classifier",
-    emphasis: float = 0.0,
+    emphasis: float | Emphasis = 0.0,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
 
@@ -109,9 +109,9 @@ def supervised(
     present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
     the other label cleared first, as `editing.intervene` edits. intervention_judge: "classifier"
     (the edit must read as y_i = v) or "latent" (it must encode back to the value z_i was given);
-    see `intervention_consistency`. emphasis: scales the gradient of the decoder's output at each
-    pixel by how wrong it is there, leaving every value as it is (`distributions.emphasise_residuals`;
-    0 = Eq. 1's gradient).
+    see `intervention_consistency`. emphasis: a power, or `distributions.Emphasis(power, floor)`;
+    scales the gradient of the decoder's output at each pixel by how wrong it is there, leaving every
+    value as it is (`distributions.emphasise_residuals`; 0 = Eq. 1's gradient).
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -271,7 +271,7 @@ def unsupervised(
     z: torch.Tensor | None = None,
     posterior: DiagonalGaussian | None = None,
     style_kl_weight: float = 1.0,
-    emphasis: float = 0.0,
+    emphasis: float | Emphasis = 0.0,
 ) -> Objective:
     """The ELBO with labels marginalised exactly, for an unlabelled batch x (B, C, H, W).
 

@@ -134,7 +134,9 @@ def test_cli_trains_judges_and_names_bad_input(tmp_path, monkeypatch, capsys):
                           (["--steps", "0"], "--steps must be at least 1, got 0"),
                           (["--minutes", "-1"], "--minutes must be positive, got -1.0"),
                           (["--steps", "1", "--n-train", "8"], "--n-train must be at least one batch (64), got 8"),
-                          (["--steps", "1", "--residual-emphasis", "-1"], "--residual-emphasis must be a finite power >= 0, got -1.0")):
+                          (["--steps", "1", "--residual-emphasis", "-1"], "--residual-emphasis must be a finite power >= 0, got -1.0"),
+                          (["--steps", "1", "--residual-emphasis-floor", "-0.1"],
+                           "--residual-emphasis-floor must be a finite number > 0, got -0.1")):
         with pytest.raises(SystemExit):
             parse_args([str(tmp_path / "m"), *argv])
         assert message in capsys.readouterr().err

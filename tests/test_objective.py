@@ -363,6 +363,34 @@ def test_residual_emphasis_keeps_every_value_and_scales_each_pixels_gradient_by_
         emphasise_residuals(x, logits, math.inf)
 
 
+def test_a_floor_under_the_residuals_flattens_the_weights_and_keeps_the_values():
+    from ccvae.distributions import Emphasis, emphasise_residuals, image_log_likelihood
+    torch.manual_seed(4)
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor(0.1, dtype=torch.float64)
+    plain = image_log_likelihood(x, logits, "gaussian", s)
+    (g_plain,) = torch.autograd.grad(plain.sum(), logits)
+
+    def grad(emphasis):
+        value = image_log_likelihood(x, logits, "gaussian", s, emphasis=emphasis)
+        torch.testing.assert_close(value, plain)  # the value never changes
+        return torch.autograd.grad(value.sum(), logits)[0]
+    assert torch.equal(grad(Emphasis(1.0)), grad(1.0))  # a bare power is the default floor, 0.01
+    r2 = ((x - torch.sigmoid(logits)) ** 2).sum(1, keepdim=True)
+    spread = []
+    for eps in (0.01, 0.3, 3.0):
+        w = (r2 + eps ** 2).sqrt()
+        g = grad(Emphasis(1.0, eps))
+        torch.testing.assert_close(g, g_plain * w / w.mean((2, 3), keepdim=True))  # r / mean(r), r^2 floored at eps^2
+        spread.append(float((g / g_plain).std()))
+    assert spread[0] > spread[1] > spread[2]  # a higher floor pulls the weights towards the plain gradient's 1
+    for eps in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match=f"residual emphasis floor must be a finite number > 0, got {eps}"):
+            emphasise_residuals(x, logits, Emphasis(1.0, eps))
+    assert emphasise_residuals(x, logits, Emphasis(0.0, 0.0)) is logits  # power 0: off, the floor unread
+
+
 def test_objectives_pass_the_emphasis_to_the_likelihood_and_keep_the_bound():
     model, x, y, q, z, plain = _plain_supervised()
     emph = objective.supervised(model, x, y, z=z, posterior=q, emphasis=1.0)

@@ -549,10 +549,11 @@ def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_a
     seen, supervised = [], objective.supervised
     monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["emphasis"]) or supervised(*a, **kw))
     assert run(tmp_path / "emph", "--epochs", "2", "--residual-emphasis", "1", "--residual-emphasis-until", "1") == 0
-    assert seen == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # 3 batches an epoch: on in the first, off from epoch 1
-    args = trainer.parse_args([*QUICK, "--out", "x", "--residual-emphasis", "2"])
-    assert trainer.residual_emphasis(args, 0) == trainer.residual_emphasis(args, 99) == 2.0  # to the end by default
-    assert trainer.residual_emphasis(trainer.parse_args([*QUICK, "--out", "x"]), 0) == 0.0  # off by default
+    assert [e.power for e in seen] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # 3 batches an epoch: on in the first, off from epoch 1
+    assert {e.floor for e in seen} == {0.01}  # the default floor
+    args = trainer.parse_args([*QUICK, "--out", "x", "--residual-emphasis", "2", "--residual-emphasis-floor", "0.1"])
+    assert trainer.residual_emphasis(args, 0) == trainer.residual_emphasis(args, 99) == (2.0, 0.1)  # to the end by default
+    assert trainer.residual_emphasis(trainer.parse_args([*QUICK, "--out", "x"]), 0).power == 0.0  # off by default
     monkeypatch.setattr(objective, "supervised", supervised)
     assert run(tmp_path / "bad", "--epochs", "1", "--residual-emphasis", "-1") == 2
     assert "--residual-emphasis must be a finite power >= 0, got -1.0" in capsys.readouterr().err
@@ -560,3 +561,6 @@ def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_a
     assert "--residual-emphasis must be a finite power >= 0, got inf" in capsys.readouterr().err
     assert run(tmp_path / "bad2", "--epochs", "1", "--residual-emphasis", "1", "--residual-emphasis-until", "-2") == 2
     assert "--residual-emphasis-until must be an epoch >= 0, got -2.0" in capsys.readouterr().err
+    assert run(tmp_path / "bad4", "--epochs", "1", "--residual-emphasis", "1", "--residual-emphasis-floor", "0") == 2
+    assert "--residual-emphasis-floor must be a finite number > 0, got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "bad4").exists()  # refused before anything is written

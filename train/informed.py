@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ccvae import CCVAE, CheckpointError, default_device
-from ccvae.distributions import check_emphasis, emphasise_residuals
+from ccvae.distributions import Emphasis, check_emphasis, check_floor, emphasise_residuals
 from ccvae.networks import Decoder
 
 from . import batches
@@ -77,13 +77,13 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 64,
                    lr: float = 1e-3, steps: int | None = None, minutes: float | None = None, seed: int = 0,
-                   weights: np.ndarray | None = None, emphasis: float = 0.0) -> dict:
+                   weights: np.ndarray | None = None, emphasis: float | Emphasis = 0.0) -> dict:
     """Adam on the summed squared error of sigmoid(decoder(u)) for `steps` steps or `minutes` of
     training, whichever ends first (at least one of them). images: uint8 (N, H, W, C); inputs: (N, U).
     Trains where the decoder's parameters are (its batches are moved there). `weights` (N,): draw
     each epoch's faces with replacement in proportion to them (`batches.weighted_epoch_order`)
-    instead of a permutation. `emphasis`: each pixel's gradient scaled by its error to that power, the
-    loss's value unchanged (`ccvae.distributions.emphasise_residuals`, as the trainer's --residual-emphasis).
+    instead of a permutation. `emphasis`: each pixel's gradient scaled by its error to that power (or
+    an Emphasis with a floor), the loss's value unchanged (`ccvae.distributions.emphasise_residuals`, as the trainer's --residual-emphasis).
     Returns {"steps", "epochs", "seconds", "loss"} (loss: the mean of the last 50 steps')."""
     if steps is None and minutes is None:
         raise ValueError("train_informed needs steps or minutes (or both) to know when to stop")
@@ -189,6 +189,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="draw the training faces that have LABEL W times as often as the others (W > 0)")
     p.add_argument("--residual-emphasis", type=float, default=0.0, metavar="P",
                    help="scale each pixel's gradient by its error to the power P, as the trainer's option (0 = off)")
+    p.add_argument("--residual-emphasis-floor", type=float, default=Emphasis._field_defaults["floor"], metavar="EPS",
+                   help="floor eps under each pixel's error, as the trainer's option (default 0.01)")
     p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:
@@ -207,6 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--n-test must be at least 1, got {args.n_test}")
     try:
         check_emphasis(args.residual_emphasis, "--residual-emphasis")
+        check_floor(args.residual_emphasis_floor, "--residual-emphasis-floor")
     except ValueError as e:
         p.error(str(e))
     if args.channels is not None and min(args.channels) < 1:
@@ -244,10 +247,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"training {args.checkpoint}'s decoder ({film} FiLM, channels {' '.join(map(str, channels))}) from {u.shape[1]} label and factor inputs on "
           f"{len(train)} synthetic faces, batch {args.batch_size}, lr {args.lr:g}, on {device}"
           + (f", faces with {args.oversample[0]} drawn {args.oversample[1]:g}x as often" if args.oversample else "")
-          + (f", residual emphasis {args.residual_emphasis:g}" if args.residual_emphasis else ""))
+          + (f", residual emphasis {args.residual_emphasis:g} (floor {args.residual_emphasis_floor:g})"
+             if args.residual_emphasis else ""))
     run = train_informed(decoder, batches.load(train.images), u[:len(train)], batch_size=args.batch_size, lr=args.lr,
                          steps=args.steps, minutes=args.minutes, seed=args.seed, weights=weights,
-                         emphasis=args.residual_emphasis)
+                         emphasis=Emphasis(args.residual_emphasis, args.residual_emphasis_floor))
     judged = judge_informed(decoder, oracle, test.images, u[len(train):], np.asarray(test.labels), test.label_names)
     print(f"{run['steps']} steps ({run['epochs']:.2f} epochs) in {run['seconds'] / 60:.1f} min; "
           f"{len(test)} test faces drawn from their factors: PSNR {judged['psnr']:.2f} dB")

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ccvae import CCVAE, default_device, editing, objective
-from ccvae.distributions import check_emphasis
+from ccvae.distributions import Emphasis, check_emphasis, check_floor
 
 from . import batches, figures, modelcard
 from .state import ARGS, load_state, read_history, replace_dir, save_state
@@ -104,6 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "normalised to mean 1 over each image, leaving every value (bound, scale, KL) as it is "
                         "(ccvae.distributions.emphasise_residuals; 0 = off): small details the decoder misses, such as "
                         "the synthetic faces' earrings, are learned sooner (README: Residual emphasis)")
+    o.add_argument("--residual-emphasis-floor", type=float, default=Emphasis._field_defaults["floor"], metavar="EPS",
+                   help="floor eps under each pixel's error, r^2 = sum_c (x - mean)^2 + eps^2 (default 0.01): a larger eps "
+                        "keeps more of the pull on pixels already nearly right (README: Residual emphasis)")
     o.add_argument("--residual-emphasis-until", type=float, default=None, metavar="EPOCH",
                    help="epoch (may be fractional) at which --residual-emphasis stops (default: it runs to the end)")
     o.add_argument("--oversample", metavar="LABEL=W", type=batches.parse_oversample,
@@ -193,12 +196,13 @@ def intervention_weight(args: argparse.Namespace, position: float) -> float:
     return args.intervention_weight if position >= args.intervention_start else 0.0
 
 
-def residual_emphasis(args: argparse.Namespace, position: float) -> float:
-    """The emphasis power at a (fractional) epoch: --residual-emphasis before --residual-emphasis-until
-    (or throughout), 0 from it on. A function of the position alone, like the rest."""
+def residual_emphasis(args: argparse.Namespace, position: float) -> Emphasis:
+    """The emphasis at a (fractional) epoch: --residual-emphasis (with its floor) before
+    --residual-emphasis-until (or throughout), power 0 from it on. A function of the position alone,
+    like the rest."""
     if args.residual_emphasis_until is not None and position >= args.residual_emphasis_until:
-        return 0.0
-    return args.residual_emphasis
+        return Emphasis(0.0, args.residual_emphasis_floor)
+    return Emphasis(args.residual_emphasis, args.residual_emphasis_floor)
 
 
 def style_kl_weight(args: argparse.Namespace, position: float) -> float:
@@ -244,6 +248,7 @@ def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.sup_frac <= 1.0:
         raise ValueError(f"--sup-frac must be in [0, 1], got {args.sup_frac}")
     check_emphasis(args.residual_emphasis, "--residual-emphasis")
+    check_floor(args.residual_emphasis_floor, "--residual-emphasis-floor")
     if args.residual_emphasis_until is not None and not args.residual_emphasis_until >= 0:
         raise ValueError(f"--residual-emphasis-until must be an epoch >= 0, got {args.residual_emphasis_until}")
     if not args.intervention_start >= 0:
