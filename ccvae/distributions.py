@@ -59,10 +59,13 @@ def check_emphasis(power: float, name: str = "residual emphasis") -> float:
     return power
 
 
+EMPHASIS_FLOOR = 0.01  # eps under a bare power's residuals (r^2 + eps^2), as before the floor could be set
+
+
 class Emphasis(NamedTuple):
-    """Residual emphasis with a floor: `emphasise_residuals` takes this or a bare power (floor 0.01)."""
+    """Residual emphasis with a floor: `emphasise_residuals` takes this or a bare power."""
     power: float
-    floor: float = 0.01
+    floor: float = EMPHASIS_FLOOR
 
 
 def check_floor(floor: float, name: str = "residual emphasis floor") -> float:

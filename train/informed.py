@@ -21,6 +21,8 @@ the paper's decoder draws earrings that the oracle sees on few of the faces afte
                                     # earring faces drawn 3x as often (README: 0.799 against 0.636)
     python -m train.informed --minutes 8 --residual-emphasis 1
                                     # each pixel's gradient scaled by its error (README: Residual emphasis)
+    python -m train.informed --minutes 8 --residual-emphasis 1 --residual-emphasis-floor 0.1
+                                    # the same with a higher floor under the errors
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ccvae import CCVAE, CheckpointError, default_device
-from ccvae.distributions import Emphasis, check_emphasis, check_floor, emphasise_residuals
+from ccvae.distributions import EMPHASIS_FLOOR, Emphasis, check_emphasis, check_floor, emphasise_residuals
 from ccvae.networks import Decoder
 
 from . import batches
@@ -83,7 +85,8 @@ def train_informed(decoder: Decoder, images: torch.Tensor, inputs: torch.Tensor,
     Trains where the decoder's parameters are (its batches are moved there). `weights` (N,): draw
     each epoch's faces with replacement in proportion to them (`batches.weighted_epoch_order`)
     instead of a permutation. `emphasis`: each pixel's gradient scaled by its error to that power (or
-    an Emphasis with a floor), the loss's value unchanged (`ccvae.distributions.emphasise_residuals`, as the trainer's --residual-emphasis).
+    an Emphasis with a floor), the loss's value unchanged (`ccvae.distributions.emphasise_residuals`,
+    as the trainer's --residual-emphasis).
     Returns {"steps", "epochs", "seconds", "loss"} (loss: the mean of the last 50 steps')."""
     if steps is None and minutes is None:
         raise ValueError("train_informed needs steps or minutes (or both) to know when to stop")
@@ -189,8 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="draw the training faces that have LABEL W times as often as the others (W > 0)")
     p.add_argument("--residual-emphasis", type=float, default=0.0, metavar="P",
                    help="scale each pixel's gradient by its error to the power P, as the trainer's option (0 = off)")
-    p.add_argument("--residual-emphasis-floor", type=float, default=Emphasis._field_defaults["floor"], metavar="EPS",
-                   help="floor eps under each pixel's error, as the trainer's option (default 0.01)")
+    p.add_argument("--residual-emphasis-floor", type=float, default=EMPHASIS_FLOOR, metavar="EPS",
+                   help="floor eps under each pixel's error, as the trainer's option (default %(default)s)")
     p.add_argument("--device", default="auto", help="where the decoder trains: auto (CUDA when present), cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     if args.minutes is None and args.steps is None:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ccvae import CCVAE, default_device, editing, objective
-from ccvae.distributions import Emphasis, check_emphasis, check_floor
+from ccvae.distributions import EMPHASIS_FLOOR, Emphasis, check_emphasis, check_floor
 
 from . import batches, figures, modelcard
 from .state import ARGS, load_state, read_history, replace_dir, save_state
@@ -104,8 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "normalised to mean 1 over each image, leaving every value (bound, scale, KL) as it is "
                         "(ccvae.distributions.emphasise_residuals; 0 = off): small details the decoder misses, such as "
                         "the synthetic faces' earrings, are learned sooner (README: Residual emphasis)")
-    o.add_argument("--residual-emphasis-floor", type=float, default=Emphasis._field_defaults["floor"], metavar="EPS",
-                   help="floor eps under each pixel's error, r^2 = sum_c (x - mean)^2 + eps^2 (default 0.01): a larger eps "
+    o.add_argument("--residual-emphasis-floor", type=float, default=EMPHASIS_FLOOR, metavar="EPS",
+                   help="floor eps under each pixel's error, r^2 = sum_c (x - mean)^2 + eps^2 (default %(default)s): a larger eps "
                         "keeps more of the pull on pixels already nearly right (README: Residual emphasis)")
     o.add_argument("--residual-emphasis-until", type=float, default=None, metavar="EPOCH",
                    help="epoch (may be fractional) at which --residual-emphasis stops (default: it runs to the end)")
