@@ -59,7 +59,7 @@ def check_emphasis(power: float, name: str = "residual emphasis") -> float:
     return power
 
 
-EMPHASIS_FLOOR = 0.01  # eps under a bare power's residuals (r^2 + eps^2), as before the floor could be set
+EMPHASIS_FLOOR = 0.01  # the default eps in r^2 = sum_c (x - mean)^2 + eps^2 (a bare power uses it)
 
 
 class Emphasis(NamedTuple):
