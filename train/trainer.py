@@ -200,9 +200,8 @@ def residual_emphasis(args: argparse.Namespace, position: float) -> Emphasis:
     """The emphasis at a (fractional) epoch: --residual-emphasis (with its floor) before
     --residual-emphasis-until (or throughout), power 0 from it on. A function of the position alone,
     like the rest."""
-    if args.residual_emphasis_until is not None and position >= args.residual_emphasis_until:
-        return Emphasis(0.0, args.residual_emphasis_floor)
-    return Emphasis(args.residual_emphasis, args.residual_emphasis_floor)
+    ended = args.residual_emphasis_until is not None and position >= args.residual_emphasis_until
+    return Emphasis(0.0 if ended else args.residual_emphasis, args.residual_emphasis_floor)
 
 
 def style_kl_weight(args: argparse.Namespace, position: float) -> float:
