@@ -101,10 +101,10 @@ def resample_latent(model, z: torch.Tensor, label: int | str, *, present: bool,
 
 
 def resample_style(model, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """New style latents z_s ~ N(0, I); every characteristic latent kept. z: (B, D)."""
+    """New style latents from the sampling prior (N(0, I), or the fitted one: CCVAE.sample_style);
+    every characteristic latent kept. z: (B, D)."""
     out = z.clone()
-    L = model.num_labels
-    out[:, L:] = torch.randn(z.shape[0], z.shape[1] - L, generator=generator, device=z.device, dtype=z.dtype)
+    out[:, model.num_labels:] = model.sample_style(z.shape[0], generator=generator).to(out)
     return out
 
 
@@ -117,13 +117,13 @@ def sample_labels(model, n: int, *, generator: torch.Generator | None = None) ->
 
 @torch.no_grad()
 def generate(model, y: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Conditional generation: z_c ~ p(z_c | y), z_s ~ N(0, I). y: (B, L) -> z: (B, D)."""
+    """Conditional generation: z_c ~ p(z_c | y), z_s from the sampling prior (CCVAE.sample_style).
+    y: (B, L) -> z: (B, D)."""
     y = torch.as_tensor(y, dtype=torch.float32, device=model.device)
     if y.dim() != 2 or y.shape[1] != model.num_labels:
         raise ValueError(f"labels must have shape (B, {model.num_labels}), got {tuple(y.shape)}")
     z_c = model.conditional_prior(y).sample(generator=generator)
-    z_s = torch.randn(y.shape[0], model.style_dim, generator=generator, device=model.device)
-    return torch.cat([z_c, z_s], 1)
+    return torch.cat([z_c, model.sample_style(y.shape[0], generator=generator)], 1)
 
 
 def swap(z: torch.Tensor, z_source: torch.Tensor, index: int) -> torch.Tensor:

@@ -564,3 +564,50 @@ def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_a
     assert run(tmp_path / "bad4", "--epochs", "1", "--residual-emphasis", "1", "--residual-emphasis-floor", "0") == 2
     assert "--residual-emphasis-floor must be a finite number > 0, got 0.0" in capsys.readouterr().err
     assert not (tmp_path / "bad4").exists()  # refused before anything is written
+
+
+def test_fit_prior_fits_evaluates_and_writes_a_new_folder_leaving_the_source_as_it_was(tiny_run, tmp_path, capsys):
+    from train import fit_prior
+
+    source = tiny_run / "model"
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    out = tmp_path / "fitted"
+    assert fit_prior.main(fit_prior.parse_args([str(source), "--out", str(out), "--n", "100", "--eval-limit", "40",
+                                                "--n-oracle", "10"])) == 0
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+    model = CCVAE.from_pretrained(out)
+    assert model.config["fitted_style_prior"] and model.style_prior_tril.shape == (model.style_dim, model.style_dim)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["conditional_accuracy"] <= 1 and 0 <= metrics["conditional_accuracy_standard_prior"] <= 1
+    card = (out / "README.md").read_text()
+    assert card.count("## Style prior") == 1 and "python -m train.fit_prior" in card and "--n 100" in card
+    assert f"| conditional_accuracy_standard_prior | {metrics['conditional_accuracy_standard_prior']:.4g} |" in card
+    assert "fitted to 100 training faces" in capsys.readouterr().err
+    # fitted again in place without evaluation: one section, the stale metrics gone
+    assert fit_prior.main(fit_prior.parse_args([str(out), "--n", "60", "--no-eval"])) == 0
+    card = (out / "README.md").read_text()
+    assert card.count("## Style prior") == 1 and "--n 60" in card and "Not evaluated since the style prior" in card
+    assert not (out / "metrics.json").exists()
+
+
+def test_fit_prior_refuses_bad_input_by_name_and_writes_nothing(tiny_run, tmp_path, capsys):
+    from train import fit_prior
+
+    source = tiny_run / "model"
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    assert fit_prior.main(fit_prior.parse_args([str(source), "--n", "0"])) == 2
+    assert "--n must be a positive" in capsys.readouterr().err
+    assert fit_prior.main(fit_prior.parse_args([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])) == 2
+    assert "is not a model folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_trainer_fits_the_style_prior_when_asked(tmp_path, capsys):
+    assert run(tmp_path / "run", "--epochs", "1", "--fit-style-prior", "80") == 0
+    model = CCVAE.from_pretrained(tmp_path / "run" / "model")
+    assert model.config["fitted_style_prior"]
+    assert "fitted to 80 training faces" in capsys.readouterr().err
+    assert "`--fit-style-prior 80`" in (tmp_path / "run" / "model" / "README.md").read_text()
+    assert run(tmp_path / "bad", "--epochs", "1", "--fit-style-prior", "-1") == 2
+    assert "--fit-style-prior must be" in capsys.readouterr().err and not (tmp_path / "bad").exists()

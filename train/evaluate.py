@@ -20,7 +20,9 @@ generates:
   has are nearly free, so these two say which direction fails.
 - intervention_leakage: in the same images, the fraction of the other labels whose oracle
   reading changed from the plain reconstruction's.
-- conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y.
+- conditional_accuracy: y ~ p(y), z ~ p(z | y), decoded; the oracle's agreement with y. z_s is
+  drawn from the model's sampling prior (CCVAE.sample_style); for a model with a fitted one,
+  conditional_accuracy_standard_prior is the same with z_s ~ N(0, I), the prior it was trained with.
 - diversity: per label, the pixel variance between resamples of z_i ~ p(z_i | y_i = 1) against
   the variance from resampling one style latent, averaged over the active ones (the paper's
   Figure 3; active: its posterior mean varies across images, so collapsed latents are not the
@@ -162,6 +164,9 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         change_hits, change_count = np.zeros((len(names), 2)), np.zeros((len(names), 2))  # [:, v]: edits to v on faces without v
     leakage = np.zeros(len(names))
     cond_hits = np.zeros(len(names))
+    fitted = model.config["fitted_style_prior"]  # also: conditional accuracy with the training prior N(0, I)
+    cond_hits_standard = np.zeros(len(names))
+    g_standard = torch.Generator(device=model.device).manual_seed(seed + 1)
     div_var, style_var, present = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
     shown_present, shown = np.zeros(len(names)), np.zeros(len(names))  # resamples of faces that show the label
     rec_present = np.zeros(len(names))  # reconstructions of those faces the oracle reads as showing it
@@ -196,8 +201,13 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
                     leakage[a] += (seen_v[:, others] != base[:, others]).float().mean(1).sum().item() / 2
         # conditional generation
         y = editing.sample_labels(model, B, generator=g)
-        seen_y = read(editing.decode(model, editing.generate(model, y, generator=g)))
+        z_y = editing.generate(model, y, generator=g)
+        seen_y = read(editing.decode(model, z_y))
         cond_hits += (seen_y == y[:, mi].bool()).float().sum(0).cpu().numpy()
+        if fitted:  # the same z_c with z_s ~ N(0, I), the training prior (its own generator: g's draws stay as they were)
+            z_y[:, model.num_labels:] = torch.randn(B, model.style_dim, generator=g_standard, device=model.device)
+            seen_y = read(editing.decode(model, z_y))
+            cond_hits_standard += (seen_y == y[:, mi].bool()).float().sum(0).cpu().numpy()
         # diversity: resamples of z_i under y_i = 1 against resamples of one style latent
         zr = z.repeat_interleave(resamples, 0)  # (B * R, D)
         for a, i in enumerate(mi):
@@ -228,8 +238,10 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
                       "faces_with_label": int(shown[a]) if labels is not None else None}
                  for a, nm in enumerate(names)}
     extra = {}
+    if fitted:
+        extra["conditional_accuracy_standard_prior"] = float((cond_hits_standard / seen).mean())
     if exclusive.any():
-        extra = {"intervention_success_consistent": per(consistent),
+        extra |= {"intervention_success_consistent": per(consistent),
                  "intervention_success_consistent_mean": float((consistent / seen).mean())}
     if feasible is not None:
         rate = f_hits / np.maximum(f_count, 1)

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+
+
+# the model card's section on a style prior fitted by train.fit_prior, up to the next section
+STYLE_PRIOR_SECTION = re.compile(r"\n## Style prior\n.*?(?=\n## |\Z)", re.S)
 
 
 def metrics_table(metrics: dict) -> str:
@@ -10,7 +15,8 @@ def metrics_table(metrics: dict) -> str:
     lines = ["| metric | value |", "|---|---|"]
     for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
                 "intervention_success_consistent_mean", "intervention_leakage_mean",
-                "conditional_accuracy", "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean"):
+                "conditional_accuracy", "conditional_accuracy_standard_prior", "diversity_ratio_mean",
+                "diversity_present_mean", "diversity_present_all_faces_mean"):
         if key in metrics:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
     per = metrics.get("per_label", {})
@@ -31,6 +37,14 @@ def command_line(args: dict) -> str:
         flag = "--" + ("labels" if k == "labels_csv" else k.replace("_", "-"))
         parts.append(flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}")
     return " ".join(parts)
+
+
+def style_prior(model, args: argparse.Namespace) -> str:
+    if not model.config["fitted_style_prior"]:
+        return "N(0, I)"
+    n = getattr(args, "fit_style_prior", 0)
+    return ("a full-covariance Gaussian fitted to the aggregate posterior q(z_s)"
+            + (f" of {n} training faces (`--fit-style-prior {n}`)" if n else ""))
 
 
 def write(directory: Path, *, model, args: argparse.Namespace, counters: dict, metrics: dict | None,
@@ -58,6 +72,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
 - latents: {model.latent_dim} ({model.num_labels} characteristic + {model.style_dim} style);
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g}{" (learned)" if model.config["learn_scale"] else ""}
 - labels kept exclusive in edits (never together in its training labels): {", ".join(f"{a} / {b}" for a, b in model.config["exclusive_labels"]) or "none"}
+- style latents generated from: {style_prior(model, args)}
 - trained for {counters.get("epoch", 0)} epochs ({counters.get("step", 0)} steps, {minutes:.1f} minutes of training)
 
 Command{"s (a run, then its --resume)" if len(commands) > 1 else ""}:
@@ -76,7 +91,11 @@ Each row walks one label's latent over its traversal range (absent -> present), 
 
 ![traversal](traversal.png)
 """
-    (Path(directory) / "README.md").write_text(card)
+    old = Path(directory) / "README.md"
+    kept = STYLE_PRIOR_SECTION.search(old.read_text()) if old.is_file() and model.config["fitted_style_prior"] else None
+    if kept:  # written by train.fit_prior: how the prior was fitted, and with what command
+        card = card.rstrip("\n") + "\n\n" + kept.group(0).strip("\n") + "\n"
+    old.write_text(card)
 
 
 def main(argv=None) -> int:

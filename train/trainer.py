@@ -136,6 +136,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "instead of being cut off mid-schedule by --max-minutes; a faster one runs all --epochs")
     r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
     r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    r.add_argument("--fit-style-prior", type=int, default=0, metavar="N",
+                   help="when training ends, fit the style latents' sampling prior to q(z_s|x) over N training "
+                        "faces (train.fit_prior; generation then draws z_s from it); 0: keep N(0, I) (default: 0)")
     r.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (default: all)")
     return p.parse_args(argv)
 
@@ -262,6 +265,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--channels must be positive widths, got {args.channels}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
+    if args.fit_style_prior < 0:
+        raise ValueError(f"--fit-style-prior must be a number of training faces >= 0, got {args.fit_style_prior}")
     if args.schedule_minutes is not None and not args.schedule_minutes > 0:
         raise ValueError(f"--schedule-minutes must be a positive number of minutes, got {args.schedule_minutes}")
     out: Path = args.out
@@ -292,6 +297,9 @@ def main(args: argparse.Namespace) -> int:
                   decoder_film=args.decoder_film,
                   likelihood=args.likelihood, likelihood_scale=args.likelihood_scale, learn_scale=not args.fixed_scale,
                   exclusive_labels=exclusive_labels)
+    if args.fit_style_prior and model.style_dim == 0:
+        raise ValueError(f"--fit-style-prior needs style latents, but --latent-dim {args.latent_dim} equals the "
+                         f"number of labels ({model.num_labels})")
     if len(labelled):
         model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
     model.to(device)
@@ -474,6 +482,12 @@ def main(args: argparse.Namespace) -> int:
 
     if stop_reason and is_main:
         print(f"stopped: {stop_reason}", file=sys.stderr)
+    if is_main and args.fit_style_prior:
+        from .fit_prior import describe, fit_style_prior
+
+        print(describe(fit_style_prior(model, train_set.images, n=args.fit_style_prior, seed=args.seed)), file=sys.stderr)
+        if args.no_eval:  # otherwise written with the metrics below
+            write_model(model, out, args, counters, faces, metrics=None)
     if is_main and not args.no_eval:
         from . import evaluate
 
