@@ -29,7 +29,7 @@ from ccvae import CCVAE, CheckpointError, editing
 from ccvae.device import default_device
 
 from . import batches
-from .modelcard import STYLE_PRIOR_SECTION, metrics_table
+from .modelcard import STYLE_PRIOR_SECTION, command_line, metrics_table
 
 DEFAULT_FACES = 10_000
 
@@ -43,9 +43,9 @@ def fit_style_prior(model: CCVAE, images, *, n: int = DEFAULT_FACES, seed: int =
     if model.style_dim == 0:
         raise ValueError("this model has no style latents to fit a prior to (latent_dim equals the number of labels)")
     total = len(images)
-    if total <= model.style_dim:
+    if min(n, total) <= model.style_dim:
         raise ValueError(f"fitting {model.style_dim} style latents needs more than {model.style_dim} faces, "
-                         f"the dataset has {total}")
+                         f"got {min(n, total)} (of {total} in the dataset)")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(total, size=min(n, total), replace=False))
     g = torch.Generator(device=model.device).manual_seed(seed)
@@ -57,8 +57,6 @@ def fit_style_prior(model: CCVAE, images, *, n: int = DEFAULT_FACES, seed: int =
         draws.append(editing.encode(model, x, sample=True, generator=g)[:, model.num_labels:].float().cpu())
     model.train(was_training)
     z_s = torch.cat(draws)
-    if len(z_s) <= model.style_dim:
-        raise ValueError(f"fitting {model.style_dim} style latents needs more than {model.style_dim} faces, got {len(z_s)}")
     model.fit_style_prior(z_s.to(model.device))
     std = z_s.std(0)
     return {"faces": len(z_s), "mean_abs_loc": float(z_s.mean(0).abs().mean()),
@@ -139,7 +137,8 @@ def main(args: argparse.Namespace) -> int:
             if f.is_file() and f.name not in (hub.CONFIG_NAME, hub.WEIGHTS_NAME, "metrics.json"):
                 shutil.copy2(f, out / f.name)
     hub.save(model, out)
-    command = command_line(args)
+    command = command_line({k: v for k, v in vars(args).items() if k != "checkpoint"},
+                           prog=f"python -m train.fit_prior {args.checkpoint}")
     card_file = out / "README.md"
     if card_file.is_file():
         card_file.write_text(update_card(card_file.read_text(), section=card_section(fit, command),
@@ -151,17 +150,6 @@ def main(args: argparse.Namespace) -> int:
         (out / "metrics.json").unlink(missing_ok=True)  # it described the model before the fit
     print(f"wrote {out}", file=sys.stderr)
     return 0
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command the parsed arguments spell (the defaults written out, so the card shows them)."""
-    parts = ["python -m train.fit_prior", str(args.checkpoint)]
-    for k, v in vars(args).items():
-        if k == "checkpoint" or v in (None, False):
-            continue
-        flag = "--" + ("labels" if k == "labels_csv" else k.replace("_", "-"))
-        parts.append(flag if v is True else f"{flag} {v}")
-    return " ".join(parts)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def command_line(args: dict) -> str:
-    """The `python -m train ...` command that the given arguments spell."""
-    parts = ["python -m train"]
+def command_line(args: dict, prog: str = "python -m train") -> str:
+    """The `prog ...` command that the given arguments spell (a value of 0 is written out; None and
+    False, an option not given, are not)."""
+    parts = [prog]
     for k, v in args.items():
-        if k in ("labels_csv", "started_at_epoch") or v in (None, False, "None"):
+        if k == "started_at_epoch" or v is None or v is False or v == "None":
             continue
         flag = "--" + ("labels" if k == "labels_csv" else k.replace("_", "-"))
         parts.append(flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}")
