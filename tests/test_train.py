@@ -588,6 +588,15 @@ def test_fit_prior_fits_evaluates_and_writes_a_new_folder_leaving_the_source_as_
     card = (out / "README.md").read_text()
     assert card.count("## Style prior") == 1 and "--n 60" in card and "Not evaluated since the style prior" in card
     assert not (out / "metrics.json").exists()
+    # a run's model card rewritten with later metrics (train.modelcard) keeps the section
+    from train import modelcard
+
+    assert fit_prior.main(fit_prior.parse_args([str(source), "--n", "60", "--no-eval"])) == 0
+    (tmp_path / "m.json").write_text(json.dumps(metrics))
+    assert modelcard.main([str(tiny_run), "--metrics", str(tmp_path / "m.json")]) == 0
+    card = (source / "README.md").read_text()
+    assert card.count("## Style prior") == 1 and "--n 60" in card and "Not evaluated" not in card
+    assert "style latents generated from: a full-covariance Gaussian" in card
 
 
 def test_fit_prior_refuses_bad_input_by_name_and_writes_nothing(tiny_run, tmp_path, capsys):
