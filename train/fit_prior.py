@@ -29,7 +29,7 @@ from ccvae import CCVAE, CheckpointError, editing
 from ccvae.device import default_device
 
 from . import batches
-from .modelcard import STYLE_PRIOR_SECTION, command_line, metrics_table
+from .modelcard import EVALUATION_HEAD, STYLE_PRIOR_SECTION, command_line, metrics_table
 
 DEFAULT_FACES = 10_000
 
@@ -38,12 +38,8 @@ DEFAULT_FACES = 10_000
 def fit_style_prior(model: CCVAE, images, *, n: int = DEFAULT_FACES, seed: int = 0, batch_size: int = 500) -> dict:
     """Fit model's style prior to one draw of q(z_s | x) for each of n faces of `images` (a random
     subset, seeded; all of them when there are fewer). Returns a summary of the fit."""
-    if n < 1:
-        raise ValueError(f"the number of faces to fit the style prior on must be positive, got {n}")
-    if model.style_dim == 0:
-        raise ValueError("this model has no style latents to fit a prior to (latent_dim equals the number of labels)")
     total = len(images)
-    if min(n, total) <= model.style_dim:
+    if min(n, total) <= model.style_dim:  # (before encoding; the rest is CCVAE.fit_style_prior's to check)
         raise ValueError(f"fitting {model.style_dim} style latents needs more than {model.style_dim} faces, "
                          f"got {min(n, total)} (of {total} in the dataset)")
     rng = np.random.default_rng(seed)
@@ -79,7 +75,7 @@ def update_card(card: str, *, section: str, table: str | None) -> str:
     """card (a model card's text) with its style-prior section replaced (or added) and, when `table`
     is given, its evaluation table replaced; with table None, the evaluation is marked stale."""
     card = STYLE_PRIOR_SECTION.sub("\n", card).rstrip("\n") + "\n\n" + section
-    head = "## Evaluation (test split)\n\n"
+    head = EVALUATION_HEAD + "\n\n"
     if head in card:
         body = table if table is not None else ("Not evaluated since the style prior was fitted: run "
                                                 "`python -m train.evaluate` on this folder.")

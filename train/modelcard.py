@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 
+EVALUATION_HEAD = "## Evaluation (test split)"  # the card's metrics section (train.fit_prior replaces its table)
 # the model card's section on a style prior fitted by train.fit_prior, up to the next section
 STYLE_PRIOR_SECTION = re.compile(r"\n## Style prior\n.*?(?=\n## |\Z)", re.S)
 
@@ -82,7 +83,7 @@ Command{"s (a run, then its --resume)" if len(commands) > 1 else ""}:
 {command}
 ```
 
-## Evaluation (test split)
+{EVALUATION_HEAD}
 
 {metrics_table(metrics) if metrics else "Not evaluated yet (the run is in progress or ran with --no-eval)."}
 
