@@ -314,6 +314,17 @@ def test_missing_dataset_folder_is_a_clear_error(tmp_path, capsys):
     assert err.startswith("error:") and "nowhere" in err and "Traceback" not in err
 
 
+def test_help_says_each_default_once(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        trainer.parse_args(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: synthetic)" in text  # the formatter still adds defaults the help leaves out
+    assert "(default: it runs to the end)" in text and "(default: it runs to the end) (default:" not in text
+    for at in [i for i in range(len(text)) if text.startswith("(default:", i)]:
+        assert not text[text.index(")", at) + 1:].lstrip().startswith("(default:"), text[at - 80:at + 80]
+
+
 @pytest.fixture
 def tiny_run(tmp_path):
     assert run(tmp_path / "run", "--epochs", "1") == 0
