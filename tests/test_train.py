@@ -93,7 +93,7 @@ def test_schedule_minutes_ends_the_whole_schedule_in_time_and_changes_nothing_wh
     with monkeypatch.context() as m:  # (the autouse fixture's data cache stays patched)
         m.setattr(trainer, "time", types.SimpleNamespace(time=lambda: next(clock)))
         assert run(tmp_path / "slow", "--epochs", "5", *cosine, *gamma, "--schedule-minutes", "1") == 0
-    assert "the schedule of 1.0 minutes ended at epoch 1, batch 1 (of 5 epochs)" in capsys.readouterr().err
+    assert "the schedule of 1.0 minutes ended in epoch 1 at batch 1 of 3: 0.33 of 5 epochs done" in capsys.readouterr().err
     log = [json.loads(line) for line in (tmp_path / "slow" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["step"] == 1 and log[0]["epoch"] == pytest.approx(1 / 3)
     assert log[0]["lr"] == pytest.approx(1e-3 * 0.05) and log[0]["schedule_position"] == 5

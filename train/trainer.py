@@ -446,8 +446,9 @@ def main(args: argparse.Namespace) -> int:
                         stop_reason = f"time budget of {args.max_minutes} minutes reached at epoch {epoch + 1}, batch {b + 1}"
                     elif (args.schedule_minutes and (epoch + 1 < args.epochs or b + 1 < len(plan))
                           and schedule_position(args, epoch + (b + 1) / len(plan), seconds) >= args.epochs):
-                        stop_reason = (f"the schedule of {args.schedule_minutes} minutes ended at epoch {epoch + 1}, "
-                                       f"batch {b + 1} (of {args.epochs} epochs)")
+                        stop_reason = (f"the schedule of {args.schedule_minutes} minutes ended in epoch {epoch + 1} at "
+                                       f"batch {b + 1} of {len(plan)}: {epoch + (b + 1) / len(plan):.2f} of "
+                                       f"{args.epochs} epochs done")
                 if stop_reason is not None:
                     counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
                     break
