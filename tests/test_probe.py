@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from train.probe import (encoder_stages, factor_target, format_usage, held_out_r2, kept_groups, label_groups, label_kept, main,
-                         parse_args, probe, refit_latents, region_errors, ridge_r2, style_usage)
+from ccvae import editing
+from train import batches
+from train.probe import (encoder_stages, factor_target, format_added, format_usage, held_out_r2, kept_groups, label_added,
+                         label_groups, label_kept, main, parse_args, probe, refit_latents, region_errors, ridge_r2,
+                         style_usage)
 
 
 def test_r2_is_near_one_for_a_linear_function_and_near_zero_for_noise():
@@ -314,3 +317,46 @@ def test_cli_stages_prints_a_row_per_factor_of_the_label_and_names_bad_labels(tm
     with pytest.raises(SystemExit):  # its beard factors show on the faces without No_Beard, not on these
         parse_args([str(tmp_path / "m"), "--stages", "No_Beard"])
     assert "No_Beard has no factors of its own" in capsys.readouterr().err
+
+
+def test_label_added_reads_the_app_edit_on_faces_that_lack_the_label_and_the_cli_splits_it(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_model
+
+    model = tiny_model(labels=("Smiling", "Male"), image_size=64).eval()
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():  # the edit the app makes: z_Smiling at the mean of p(z | y = 1)
+        z = editing.encode(model, batches.to_float(batches.load(images)))
+        loc, _ = model.prior_params()
+        red = editing.decode(model, editing.intervene(model, z, 0, loc[1, 0]))[:, 0].mean((1, 2))
+
+    class Judge:  # reads "Smiling" where the red channel's mean is above the edited faces' median
+        label_names = ["Smiling"]
+        image_size = 64
+
+        def predict(self, x):
+            return (x[:, 0].mean((1, 2)) > red.median())[:, None]
+
+    seen = label_added(model, Judge(), images, label="Smiling", batch=2)
+    assert set(seen) == {"original", "reconstruction", "added"} and all(v.shape == (5,) for v in seen.values())
+    assert seen["added"].tolist() == (red > red.median()).float().tolist() and 0 < seen["added"].sum() < 5
+    table = format_added("Smiling", seen, [("with Male", np.array([1, 0, 1, 0, 1], bool))], 9)
+    assert table.splitlines()[0].startswith("Smiling: the oracle's reading on the 5 of 9 test faces that lack it")
+    assert table.splitlines()[3] == (f"| all | 5 | {seen['original'].mean():.3f} | {seen['reconstruction'].mean():.3f} "
+                                     f"| {seen['added'].mean():.3f} |")
+    assert table.splitlines()[4].startswith("| with Male | 3 | ")
+
+    monkeypatch.setenv("CCVAE_CACHE", str(tmp_path / "cache"))
+    tiny_model(labels=("Bald", "Male"), image_size=64).save_pretrained(tmp_path / "m")
+    assert main(parse_args([str(tmp_path / "m"), "--n", "80", "--factors", "pos_x", "--added", "Bald"])) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("Bald: the oracle's reading"))
+    n = int(head.split("on the ")[1].split(" of 80")[0])
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| ")}
+    assert 0 < n < 80 and int(rows["all"][2]) == n and float(rows["all"][3]) < 0.1  # the faces lack it
+    assert "with Male" in rows and all(0 <= float(rows["all"][c]) <= 1 for c in (3, 4, 5))
+    with pytest.raises(SystemExit):
+        parse_args([str(tmp_path / "m"), "--added", "Baldness"])
+    assert "--added: unknown label 'Baldness'" in capsys.readouterr().err
+    assert main(parse_args([str(tmp_path / "m"), "--n", "20", "--added", "Smiling"])) == 2
+    err = capsys.readouterr().err
+    assert "error: --added: " in err and "has no latent for 'Smiling'" in err and "Traceback" not in err

@@ -33,6 +33,12 @@ by gradient with the networks frozen (`refit_latents`, the MAP of log p(x|z) p(z
 from E_q[z|x]), and the oracle reads the image that z decodes to. If no z draws the label better
 than the encoder's, the decoder is what fails, not the inference (README: so it is for the earrings).
 
+`--added LABEL` is the other direction, what `train.evaluate`'s `intervention_success_add` reads
+on its judged faces, over every test face that lacks the label (`label_added`): how often the
+oracle sees it once the app's edit has added it, split by the other labels the faces have
+(docs/experiments/earrings.md: the FiLM-and-emphasis runs fail to make women bald, a face the
+data never shows, and fail on some men too).
+
 `--stages LABEL` asks where in the encoder the look of LABEL's characteristics is lost
 (`stage_probes`): over the test faces that have it, a ridge map from each stage's features (the
 feature maps after each strided convolution, average-pooled to at most 8x8; the hidden layer; the
@@ -88,9 +94,9 @@ def label_factors(label: str) -> list[str]:
     return [k for k in FACTOR_NAMES if FACTOR_SHOWN_WHEN.get(k) == (label, 1)]
 
 
-def faces_with(test, label: str) -> np.ndarray:
-    """Indices of the faces of an ImageSet whose `label` is 1."""
-    return np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(label)] == 1)
+def faces_with(test, label: str, value: int = 1) -> np.ndarray:
+    """Indices of the faces of an ImageSet whose `label` is `value` (1: the faces that have it)."""
+    return np.flatnonzero(np.asarray(test.labels)[:, test.label_names.index(label)] == value)
 
 
 def factor_target(name: str, values: np.ndarray) -> np.ndarray:
@@ -315,6 +321,27 @@ def label_kept(model: CCVAE, oracle, images: np.ndarray, *, label: str, resample
     return {k: np.concatenate(v) for k, v in seen.items()}
 
 
+def label_added(model: CCVAE, oracle, images: np.ndarray, *, label: str, batch: int = 250) -> dict[str, np.ndarray]:
+    """The oracle's reading of `label` on faces that lack it: per face, on the face itself
+    (`original`), on its reconstruction from the posterior mean (`reconstruction`) and on the face
+    with the label added as the app adds it (`added`: `editing.intervene` sets z_i to the mean of
+    p(z_i | y_i = 1) and clears the labels the model keeps exclusive with it).
+
+    images: (N, H, W, C) uint8. Returns name -> (N,) float arrays; no random draws."""
+    li, oi = model.label_index(label), oracle.label_names.index(label)
+    loc, _ = model.prior_params()  # (2, L): the means of p(z_i | y_i = 0) and p(z_i | y_i = 1)
+    seen = {"original": [], "reconstruction": [], "added": []}
+    read = lambda x: oracle.predict(x.cpu())[:, oi].numpy().astype(np.float64)  # noqa: E731
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = batches.to_float(batches.load(images[start:start + batch]))
+            z = editing.encode(model, x)
+            seen["original"].append(read(x))
+            seen["reconstruction"].append(read(editing.decode(model, z)))
+            seen["added"].append(read(editing.decode(model, editing.intervene(model, z, li, loc[1, li]))))
+    return {k: np.concatenate(v) for k, v in seen.items()}
+
+
 def kept_groups(label: str, factors: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     """(name, mask) splits of the faces by the factors drawn when `label` is present: one per kind of
     a categorical factor, thirds of a numeric one (hues around the whole circle are not split)."""
@@ -349,6 +376,14 @@ def label_groups(label: str, labels: np.ndarray, names: Sequence[str], *, min_fa
     return groups
 
 
+def _group_rows(seen: dict[str, np.ndarray], columns: Sequence[str], groups: list[tuple[str, np.ndarray]]
+                ) -> list[str]:
+    """Markdown rows "| group | faces | mean of each column |": all faces, then each non-empty group."""
+    everyone = np.ones(len(seen[columns[0]]), dtype=bool)
+    return [f"| {name} | {int(mask.sum())} | " + " | ".join(f"{seen[c][mask].mean():.3f}" for c in columns) + " |"
+            for name, mask in [("all", everyone), *groups] if mask.any()]
+
+
 def format_kept(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str, np.ndarray]], n: int,
                 resamples: int) -> str:
     """label_kept's result, overall and by group, as a Markdown table."""
@@ -356,12 +391,8 @@ def format_kept(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str,
     lines = [f"{label}: the oracle's reading on the {len(seen['original'])} of {n} test faces that have it "
              f"({resamples} resamples of z_i each)",
              "| faces | n | originals | reconstructions | resamples |" + (" refitted z |" if refit else ""),
-             "|---|---|---|---|---|" + ("---|" if refit else "")]
-    for name, mask in [("all", np.ones(len(seen["original"]), dtype=bool)), *groups]:
-        if mask.any():
-            lines.append(f"| {name} | {int(mask.sum())} | {seen['original'][mask].mean():.3f} "
-                         f"| {seen['reconstruction'][mask].mean():.3f} | {seen['resamples'][mask].mean():.3f} |"
-                         + (f" {seen['refitted'][mask].mean():.3f} |" if refit else ""))
+             "|---|---|---|---|---|" + ("---|" if refit else ""),
+             *_group_rows(seen, ["original", "reconstruction", "resamples", *(["refitted"] if refit else [])], groups)]
     if refit:
         lines.append(f"PSNR of the reconstructions {seen['psnr_reconstruction'].mean():.2f} dB, of the images the "
                      f"refitted z decode to {seen['psnr_refitted'].mean():.2f} dB")
@@ -440,6 +471,14 @@ def format_stage_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_added(label: str, seen: dict[str, np.ndarray], groups: list[tuple[str, np.ndarray]], n: int) -> str:
+    """label_added's result, overall and by group, as a Markdown table."""
+    return "\n".join([f"{label}: the oracle's reading on the {len(seen['original'])} of {n} test faces that lack it, "
+                      "and with it added as the app adds it (editing.intervene)",
+                      "| faces | n | originals | reconstructions | added |", "|---|---|---|---|---|",
+                      *_group_rows(seen, ["original", "reconstruction", "added"], groups)])
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", nargs="?", default=str(BUNDLED_MODEL),
@@ -454,13 +493,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--region-faces", type=int, default=100, help="faces per label for --regions")
     p.add_argument("--kept", metavar="LABEL", help="also: over every test face (of --n) that has LABEL, how often the "
                                                    "oracle sees it in the face, its reconstruction and its resamples")
+    p.add_argument("--added", metavar="LABEL", help="also: over every test face (of --n) that lacks LABEL, how often "
+                                                    "the oracle sees it once the app's edit adds it, by the other labels")
     p.add_argument("--stages", metavar="LABEL", help="also: over every test face (of --n) that has LABEL, what each "
                                                      "stage of the encoder holds of LABEL's factors (ridge R²)")
     p.add_argument("--resamples", type=int, default=8, help="draws of z_i per face for --kept")
     p.add_argument("--refit", type=int, default=0, metavar="STEPS",
                    help="with --kept: also fit each face's z by STEPS Adam steps, the networks frozen, and read "
                         "what it decodes to (0: off; ~0.5 s a face for 400 steps on 2 CPU cores)")
-    p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder for --kept")
+    p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder for --kept and --added")
     args = p.parse_args(argv)
     unknown = sorted(set(args.factors or []) - set(FACTOR_NAMES))
     if unknown:
@@ -471,8 +512,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--region-faces must be at least 1, got {args.region_faces}")
     if not 0 < args.fit < 1:
         p.error(f"--fit must be a share in (0, 1), got {args.fit}")
-    if args.kept is not None and args.kept not in LABEL_NAMES:
-        p.error(f"--kept: unknown label {args.kept!r}; the synthetic labels are {list(LABEL_NAMES)}")
+    for flag, label in (("--kept", args.kept), ("--added", args.added)):
+        if label is not None and label not in LABEL_NAMES:
+            p.error(f"{flag}: unknown label {label!r}; the synthetic labels are {list(LABEL_NAMES)}")
     if args.stages is not None and args.stages not in LABEL_NAMES:
         p.error(f"--stages: unknown label {args.stages!r}; the synthetic labels are {list(LABEL_NAMES)}")
     if args.stages is not None and not label_factors(args.stages):
@@ -490,15 +532,22 @@ def main(args: argparse.Namespace) -> int:
     try:
         model = CCVAE.from_pretrained(args.checkpoint).eval()
         test = load_dataset("synthetic", "test", image_size=model.image_size, seed=args.data_seed, limit=args.n)
-        if args.kept:  # check everything --kept needs before the probes run
-            oracle = load_oracle(args.oracle)
-            if args.kept not in model.label_names:
-                raise ValueError(f"--kept: {args.checkpoint} has no latent for {args.kept!r}; its labels are {model.label_names}")
-            if args.kept not in oracle.label_names:
-                raise ValueError(f"--kept: the oracle {args.oracle} does not read {args.kept!r}")
+        oracle = load_oracle(args.oracle) if args.kept or args.added else None
+        for flag, label in (("--kept", args.kept), ("--added", args.added)):  # checked before the probes run
+            if label is None:
+                continue
+            if label not in model.label_names:
+                raise ValueError(f"{flag}: {args.checkpoint} has no latent for {label!r}; its labels are {model.label_names}")
+            if label not in oracle.label_names:
+                raise ValueError(f"{flag}: the oracle {args.oracle} does not read {label!r}")
             if oracle.image_size != model.image_size:
-                raise ValueError(f"--kept: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} "
+                raise ValueError(f"{flag}: the oracle {args.oracle} reads {oracle.image_size}x{oracle.image_size} "
                                  f"images, the model draws {model.image_size}x{model.image_size}")
+        if args.added:
+            lacks = faces_with(test, args.added, 0)
+            if not len(lacks):
+                raise ValueError(f"--added: every one of the first {len(test)} test faces has {args.added}; raise --n")
+        if args.kept:
             has = faces_with(test, args.kept)
             if not len(has):
                 raise ValueError(f"--kept: none of the first {len(test)} test faces has {args.kept}; raise --n")
@@ -542,6 +591,11 @@ def main(args: argparse.Namespace) -> int:
                   + label_groups(args.kept, np.asarray(test.labels)[has], test.label_names))
         print()
         print(format_kept(args.kept, seen, groups, len(test), args.resamples))
+    if args.added:
+        seen = label_added(model, oracle, test.images[lacks], label=args.added)
+        print()
+        print(format_added(args.added, seen, label_groups(args.added, np.asarray(test.labels)[lacks], test.label_names),
+                           len(test)))
     return 0
 
 
