@@ -100,6 +100,12 @@ def test_schedule_minutes_ends_the_whole_schedule_in_time_and_changes_nothing_wh
     assert 0.0 <= log[0]["sup_intervention_accuracy"] <= 1.0
     state = json.loads((tmp_path / "slow" / "state" / "training_state.json").read_text())
     assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 1, "step": 1}
+    # the time budget stops the same way and says as plainly how far the run went
+    clock = iter(range(0, 10**6, 60))
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "time", types.SimpleNamespace(time=lambda: next(clock)))
+        assert run(tmp_path / "capped", "--epochs", "5", "--max-minutes", "1.5") == 0
+    assert "time budget of 1.5 minutes reached in epoch 1 at batch 1 of 3: 0.33 of 5 epochs done" in capsys.readouterr().err
     # ample time: the epochs lead, so the run is the same as one without the option, step for step
     assert run(tmp_path / "ample", "--epochs", "2", *cosine, "--schedule-minutes", "600") == 0
     assert run(tmp_path / "plain", "--epochs", "2", *cosine) == 0
