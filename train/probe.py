@@ -277,6 +277,12 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return (-10 * torch.log10(mse)).cpu().numpy().astype(np.float64)
 
 
+def oracle_reading(oracle, label: str):
+    """A function of images x (B, C, H, W) in [0, 1] -> (B,) float64, 1 where the oracle sees `label`."""
+    oi = oracle.label_names.index(label)
+    return lambda x: oracle.predict(x.cpu())[:, oi].numpy().astype(np.float64)
+
+
 def label_kept(model: CCVAE, oracle, images: np.ndarray, *, label: str, resamples: int = 8, batch: int = 250,
                seed: int = 0, refit: int = 0, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The oracle's reading of `label` on faces that have it: per face, on the face itself
@@ -295,12 +301,12 @@ def label_kept(model: CCVAE, oracle, images: np.ndarray, *, label: str, resample
     if refit and (labels is None or len(labels) != len(images) or np.shape(labels)[1:] != (model.num_labels,)):
         raise ValueError(f"refit needs labels of shape ({len(images)}, {model.num_labels}), "
                          f"got {None if labels is None else np.shape(labels)}")
-    li, oi = model.label_index(label), oracle.label_names.index(label)
+    li = model.label_index(label)
     g = torch.Generator().manual_seed(seed)
     seen = {"original": [], "reconstruction": [], "resamples": []}
     if refit:
         seen.update(refitted=[], psnr_reconstruction=[], psnr_refitted=[])
-    read = lambda x: oracle.predict(x.cpu())[:, oi].numpy().astype(np.float64)  # noqa: E731
+    read = oracle_reading(oracle, label)
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = batches.to_float(batches.load(images[start:start + batch]))
@@ -328,10 +334,10 @@ def label_added(model: CCVAE, oracle, images: np.ndarray, *, label: str, batch: 
     p(z_i | y_i = 1) and clears the labels the model keeps exclusive with it).
 
     images: (N, H, W, C) uint8. Returns name -> (N,) float arrays; no random draws."""
-    li, oi = model.label_index(label), oracle.label_names.index(label)
+    li = model.label_index(label)
     loc, _ = model.prior_params()  # (2, L): the means of p(z_i | y_i = 0) and p(z_i | y_i = 1)
     seen = {"original": [], "reconstruction": [], "added": []}
-    read = lambda x: oracle.predict(x.cpu())[:, oi].numpy().astype(np.float64)  # noqa: E731
+    read = oracle_reading(oracle, label)
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = batches.to_float(batches.load(images[start:start + batch]))

@@ -442,13 +442,15 @@ def main(args: argparse.Namespace) -> int:
                     counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
                 if timed and ((b + 1) % sync_every == 0 or b + 1 == len(plan)):
                     seconds = elapsed()
-                    where = (f"in epoch {epoch + 1} at batch {b + 1} of {len(plan)}: "
-                             f"{epoch + (b + 1) / len(plan):.2f} of {args.epochs} epochs done")
+                    done = epoch + (b + 1) / len(plan)  # epochs done, with this batch
                     if args.max_minutes and seconds > 60 * args.max_minutes:
-                        stop_reason = f"time budget of {args.max_minutes} minutes reached {where}"
+                        stop_reason = f"time budget of {args.max_minutes} minutes reached"
                     elif (args.schedule_minutes and (epoch + 1 < args.epochs or b + 1 < len(plan))
-                          and schedule_position(args, epoch + (b + 1) / len(plan), seconds) >= args.epochs):
-                        stop_reason = f"the schedule of {args.schedule_minutes} minutes ended {where}"
+                          and schedule_position(args, done, seconds) >= args.epochs):
+                        stop_reason = f"the schedule of {args.schedule_minutes} minutes ended"
+                    if stop_reason is not None:  # where it stopped, built only then
+                        stop_reason += (f" in epoch {epoch + 1} at batch {b + 1} of {len(plan)}: "
+                                        f"{done:.2f} of {args.epochs} epochs done")
                 if stop_reason is not None:
                     counters["epoch"] = epoch  # a partial epoch: the log and card say how far it went
                     break
