@@ -55,6 +55,7 @@ class Objective:
     bound: torch.Tensor
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    edits: torch.Tensor | None = None  # (2, L) with the intervention term: per label, edits drawn and their misses
 
 
 def log_label_prior(model, y: torch.Tensor) -> torch.Tensor:
@@ -90,6 +91,7 @@ def supervised(
     intervention_exclusive: torch.Tensor | None = None,
     intervention_clear: bool = False,
     intervention_judge: str = "classifier",
+    intervention_focus: torch.Tensor | None = None,
     emphasis: float | Emphasis = 0.0,
 ) -> Objective:
     """Eq. 1 for a labelled batch. x: (B, C, H, W) in [0, 1]; y: (B, L) in {0, 1}.
@@ -109,8 +111,10 @@ def supervised(
     present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
     the other label cleared first, as `editing.intervene` edits. intervention_judge: "classifier"
     (the edit must read as y_i = v) or "latent" (it must encode back to the value z_i was given);
-    see `intervention_consistency`. emphasis: a power, or `distributions.Emphasis(power, floor)`;
-    scales the gradient of the decoder's output at each pixel by how wrong it is there, leaving every
+    see `intervention_consistency`. intervention_focus: optional (L,) positive weights by which the
+    label to flip is drawn in proportion instead of uniformly (`edit_focus`); the Objective's `edits`
+    then counts, per label, the edits drawn and their misses (1 - q(y_i = v | z'_i)).
+    emphasis: a power, or `distributions.Emphasis(power, floor)`; scales the gradient of the decoder's output at each pixel by how wrong it is there, leaving every
     value as it is (`distributions.emphasise_residuals`; 0 = Eq. 1's gradient).
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
@@ -186,24 +190,48 @@ def supervised(
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
     if intervention_weight > 0:
         edit = _judged_edits(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
-                             exclusive=intervention_exclusive, clear=intervention_clear)
+                             exclusive=intervention_exclusive, clear=intervention_clear, focus=intervention_focus)
         loss = loss - intervention_weight * edit[intervention_judge].mean()
         terms["intervention_accuracy"] = (edit["classifier"].detach() > -math.log(2)).float().mean()
         terms["intervention_latent_error"] = (-2 * edit["latent"].detach()).sqrt().mean()
+        miss = 1 - edit["classifier"].detach().float().exp()  # (b,): 1 - q(y_i = v | z'_i)
+        drawn = torch.zeros((2, L), device=miss.device)
+        drawn[0].index_add_(0, edit["label"], torch.ones_like(miss))
+        drawn[1].index_add_(0, edit["label"], miss)
+        return Objective(bound=bound, loss=loss, terms=terms, edits=drawn)
     return Objective(bound=bound, loss=loss, terms=terms)
+
+
+FOCUS_PRIOR = (1.0, 0.05)  # edit_focus's pseudo-counts: one edit drawn, 0.05 of it missed, per label
+
+
+def edit_focus(drawn: torch.Tensor, focus: float, prior: tuple[float, float] = FOCUS_PRIOR) -> torch.Tensor:
+    """Weights (L,) for drawing the label an intervention edit flips, from how often each label's
+    edits miss. drawn: (2, L), per label the (decayed) count of edits drawn and the sum of their
+    misses 1 - q(y_i = v | z'_i) (`supervised`'s Objective.edits, summed). m_i = (misses_i + a) /
+    (drawn_i + n) with prior (n, a), and w_i = (1 - focus) + focus * m_i / mean_j m_j: focus = 0
+    draws uniformly, focus = 1 in proportion to the miss rate, in between a mixture of the two (a
+    share `focus` of the edits goes where they miss; every label keeps at least 1 - focus of its
+    uniform share). With no edits drawn yet every m_i is the prior's a / n: uniform."""
+    if not 0.0 <= focus <= 1.0:
+        raise ValueError(f"the intervention focus must lie in [0, 1], got {focus}")
+    n, a = prior
+    miss = (drawn[1] + a) / (drawn[0] + n)  # (L,)
+    return (1 - focus) + focus * miss / miss.mean()
 
 
 def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
                              generator: torch.Generator | None = None,
                              exclusive: torch.Tensor | None = None, clear: bool = False,
-                             judge: str = "classifier") -> torch.Tensor:
+                             judge: str = "classifier", focus: torch.Tensor | None = None) -> torch.Tensor:
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
     Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; with `exclusive` (L, L) bool
     (True: labels i and j never present together in the data), i is drawn uniformly from the
     labels whose flip is compatible with the row instead: removing a label always is, adding
-    label i is not while some label j with exclusive[i, j] is present. Adding Brown_Hair to a
-    black-haired face asks for a face the data never shows, and the opposite edit on a
+    label i is not while some label j with exclusive[i, j] is present. With `focus` (L,) positive
+    weights, label i is drawn with probability in proportion to focus[i] among those (`edit_focus`).
+    Adding Brown_Hair to a black-haired face asks for a face the data never shows, and the opposite edit on a
     brown-haired face decodes the same two latents to the other colour: trained together, the
     two pull the decoder apart. With clear=True any flip is drawn instead, and adding label i first
     replaces z_j of every present label j exclusive with it by a draw from p(z_j | y_j = 0): the
@@ -225,12 +253,14 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     """
     if judge not in JUDGES:
         raise ValueError(f"unknown judge {judge!r}; expected one of {JUDGES}")
-    return _judged_edits(model, z, y, generator=generator, exclusive=exclusive, clear=clear)[judge]
+    return _judged_edits(model, z, y, generator=generator, exclusive=exclusive, clear=clear, focus=focus)[judge]
 
 
 def _judged_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None,
-                  exclusive: torch.Tensor | None, clear: bool) -> dict[str, torch.Tensor]:
-    """One drawn edit per row, decoded and encoded again: {judge: value (B,)} for every judge."""
+                  exclusive: torch.Tensor | None, clear: bool, focus: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """One drawn edit per row, decoded and encoded again: {judge: value (B,)} for every judge, and
+    "label": the label each row flipped (B,)."""
     B, L = y.shape
     ex = None
     if exclusive is not None:
@@ -238,12 +268,18 @@ def _judged_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.G
             raise ValueError(f"exclusive has shape {tuple(exclusive.shape)}, expected ({L}, {L})")
         ex = exclusive.to(z.device).bool() & ~torch.eye(L, dtype=torch.bool, device=z.device)
     present = y > 0.5  # (B, L)
+    if focus is not None and focus.shape != (L,):
+        raise ValueError(f"focus must hold one weight per label, shape ({L},), got {tuple(focus.shape)}")
     if ex is None or clear:
-        i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+        if focus is None:
+            i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
+        else:
+            i = torch.multinomial(focus.to(z.device, torch.float32).expand(B, L), 1, generator=generator)
     else:
         blocked = (present.float() @ ex.float().T) > 0  # (B, L): some present j excludes i
         allowed = present | ~blocked  # never empty: a present label can go, and with none present nothing blocks
-        i = torch.multinomial(allowed.float(), 1, generator=generator)  # (B, 1)
+        odds = allowed.float() if focus is None else allowed.float() * focus.to(z.device, torch.float32)
+        i = torch.multinomial(odds, 1, generator=generator)  # (B, 1)
     v = 1 - y.gather(1, i).long()  # (B, 1)
     loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
     eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
@@ -260,7 +296,8 @@ def _judged_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.G
     z_back = upcast(loc_edit.gather(1, i))  # (B, 1): z'_i
     logit = z_back * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]
     return {"classifier": -F.binary_cross_entropy_with_logits(logit, v.to(logit.dtype), reduction="none").squeeze(1),
-            "latent": (-0.5 * ((z_back - upcast(z_i)) / scale[v, i]) ** 2).squeeze(1)}
+            "latent": (-0.5 * ((z_back - upcast(z_i)) / scale[v, i]) ** 2).squeeze(1),
+            "label": i.squeeze(1)}
 
 
 def unsupervised(

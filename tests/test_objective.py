@@ -403,3 +403,46 @@ def test_objectives_pass_the_emphasis_to_the_likelihood_and_keep_the_bound():
     u_plain = objective.unsupervised(model, x, z=z[0], posterior=q)
     u_emph = objective.unsupervised(model, x, z=z[0], posterior=q, emphasis=2.0)
     torch.testing.assert_close(u_emph.loss, u_plain.loss)
+
+
+def test_edit_focus_is_uniform_without_misses_and_follows_the_miss_rate_as_asked():
+    none = torch.zeros(2, 3)
+    assert torch.equal(objective.edit_focus(none, 0.7), torch.ones(3))  # nothing drawn yet: the prior alone
+    drawn = torch.tensor([[100.0, 100.0, 100.0], [1.0, 3.0, 11.0]])  # miss rates (with the prior) ~0.01, 0.03, 0.11
+    miss = (drawn[1] + 0.05) / (drawn[0] + 1)
+    assert torch.equal(objective.edit_focus(drawn, 0.0), torch.ones(3))
+    torch.testing.assert_close(objective.edit_focus(drawn, 1.0), miss / miss.mean())
+    half = objective.edit_focus(drawn, 0.5)
+    torch.testing.assert_close(half, 0.5 + 0.5 * miss / miss.mean())
+    assert half.mean().item() == pytest.approx(1.0) and half.min() >= 0.5  # every label keeps half its share
+    with pytest.raises(ValueError, match=r"the intervention focus must lie in \[0, 1\], got 1.5"):
+        objective.edit_focus(drawn, 1.5)
+
+
+def test_intervention_focus_draws_labels_by_weight_within_the_compatible_edits_and_counts_them():
+    model = tiny_model()
+    with torch.no_grad():  # the value names the edited label: ~0 for a removal, -20 for adding 1, -30 for adding 2
+        model.classifier_weight.zero_()
+        model.classifier_bias.copy_(torch.tensor([-10.0, -20.0, -30.0]))
+    y = torch.zeros(300, 3)
+    z = torch.randn(300, model.latent_dim)
+    heavy = torch.tensor([1e-6, 1e-6, 1.0])
+    with torch.no_grad():
+        got = objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0), focus=heavy)
+    assert ((got + 30).abs() < 0.01).float().mean() > 0.99  # almost every row adds label 2
+    exclusive = torch.zeros(3, 3, dtype=torch.bool)
+    exclusive[0, 2] = exclusive[2, 0] = True
+    y[:, 0] = 1  # label 2 is blocked on every face: its weight cannot bring it back
+    with torch.no_grad():
+        got = objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0),
+                                                 exclusive=exclusive, focus=heavy)
+    assert not ((got + 30).abs() < 0.01).any() and ((got + 20).abs() < 0.01).any()
+    with pytest.raises(ValueError, match=r"focus must hold one weight per label, shape \(3,\), got \(2,\)"):
+        objective.intervention_consistency(model, z, y, focus=torch.ones(2))
+    # supervised counts, per label, the edits it drew and their misses
+    x, y = torch.rand(6, 3, 16, 16), torch.randint(0, 2, (6, 3)).float()
+    out = objective.supervised(model, x, y, k=4, generator=torch.Generator().manual_seed(0), intervention_weight=1.0,
+                               intervention_batch=5, intervention_focus=torch.ones(3))
+    assert out.edits.shape == (2, 3) and out.edits[0].sum().item() == 5
+    assert (out.edits[1] >= 0).all() and (out.edits[1] <= out.edits[0]).all()
+    assert objective.supervised(model, x, y, k=4).edits is None  # no term, no counts

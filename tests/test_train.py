@@ -62,6 +62,30 @@ def test_intervention_weight_applies_from_the_start_epoch_on(tmp_path, capsys):
     assert "--intervention-start must be an epoch >= 0, got -1.0" in capsys.readouterr().err
 
 
+def test_intervention_focus_steers_the_draw_by_the_logged_miss_rates_and_resumes_with_them(tmp_path, capsys, monkeypatch):
+    seen, supervised = [], objective.supervised
+    monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["intervention_focus"]) or supervised(*a, **kw))
+    gamma = ["--intervention-weight", "10", "--intervention-batch", "4", "--intervention-start", "1"]
+    assert run(tmp_path / "focus", "--epochs", "2", *gamma, "--intervention-focus", "0.5") == 0
+    assert seen[:3] == [None] * 3  # epoch 1: no term, nothing to steer
+    torch.testing.assert_close(seen[3], torch.ones(len(seen[3])))  # the first edits: nothing drawn yet, uniform
+    assert all(w.min() >= 0.5 and w.mean().item() == pytest.approx(1.0) for w in seen[4:])
+    assert not torch.allclose(seen[-1], seen[3])  # then the misses steer it
+    log = [json.loads(line) for line in (tmp_path / "focus" / "log.jsonl").read_text().splitlines()]
+    assert "intervention_miss_rate" not in log[0]
+    rates = log[1]["intervention_miss_rate"]
+    assert len(rates) == len(seen[3]) and all(0.0 <= r <= 1.0 for r in rates.values())
+    state = json.loads((tmp_path / "focus" / "state" / "training_state.json").read_text())
+    stats = torch.tensor(state["counters"]["edit_stats"])
+    assert stats.shape == (2, len(seen[3])) and 0 < stats[0].sum() <= 3 * 4  # decayed counts of the 3 steps' edits
+    seen.clear()
+    assert run(tmp_path / "focus", "--epochs", "3", *gamma, "--intervention-focus", "0.5", "--resume") == 0
+    torch.testing.assert_close(seen[0], objective.edit_focus(stats, 0.5))  # the resumed run goes on from the counts
+    monkeypatch.setattr(objective, "supervised", supervised)
+    assert run(tmp_path / "bad", "--epochs", "1", *gamma, "--intervention-focus", "2") == 2
+    assert "--intervention-focus must lie in [0, 1], got 2.0" in capsys.readouterr().err
+
+
 def test_style_kl_warmup_ramps_beta_from_zero_and_bad_values_are_named(tmp_path, capsys, monkeypatch):
     seen, supervised = [], objective.supervised
     monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["style_kl_weight"]) or supervised(*a, **kw))

@@ -30,6 +30,9 @@ from . import batches, figures, modelcard
 from .state import ARGS, load_state, read_history, replace_dir, save_state
 
 
+EDIT_DECAY = 0.99  # per labelled step: the intervention term's edit counts forget with a ~100-step window
+
+
 class TrainingStopped(Exception):
     """A run ended early on purpose (NaN guard): the message says why; exit status 1."""
 
@@ -105,6 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--intervention-judge", choices=list(objective.JUDGES), default="classifier",
                    help="what an edit must do after decoding and encoding again: read as the new label value "
                         "(classifier) or encode back to the latent value it was given (latent)")
+    o.add_argument("--intervention-focus", type=float, default=0.0, metavar="F",
+                   help="share of the edits drawn where they miss: each label's edits are drawn with weight "
+                        "(1 - F) + F * m_i / mean(m), m_i the label's recent miss rate in the term "
+                        "(ccvae.objective.edit_focus; 0 = uniform, 1 = in proportion to the misses)")
     o.add_argument("--intervention-start", type=float, default=0.0,
                    help="epoch (may be fractional) from which --intervention-weight applies; before it the loss is "
                         "Eq. 1 (a late start keeps the prior samples of a plain run and still teaches the decoder the edits)")
@@ -274,6 +281,8 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--channels must be positive widths, got {args.channels}")
     if args.refine_channels < 0:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
+    if not 0.0 <= args.intervention_focus <= 1.0:
+        raise ValueError(f"--intervention-focus must lie in [0, 1], got {args.intervention_focus}")
     if args.fit_style_prior < 0:
         raise ValueError(f"--fit-style-prior must be a number of training faces >= 0, got {args.fit_style_prior}")
     if args.schedule_minutes is not None and not args.schedule_minutes > 0:
@@ -324,6 +333,9 @@ def main(args: argparse.Namespace) -> int:
         counters = saved["counters"]
         for group in optimizer.param_groups:  # --lr on resume sets the rate from here on (e.g. a final, lower one)
             group["lr"] = args.lr  # (with --lr-schedule cosine: the peak the schedule decays from)
+    # per label, the edits the intervention term drew and their misses, decayed by EDIT_DECAY a step
+    # (they steer --intervention-focus and are logged as intervention_miss_rate)
+    edit_stats = torch.tensor(counters.get("edit_stats", [[0.0] * model.num_labels] * 2), device=device)
     if args.compile:
         model.encoder.compile()
         model.decoder.compile()
@@ -359,6 +371,7 @@ def main(args: argparse.Namespace) -> int:
               f"labels {label_names}, {len(plan)} batches/epoch", file=sys.stderr)
 
     def checkpoint() -> None:
+        counters["edit_stats"] = edit_stats.tolist()
         if is_main:
             save_state(out / "state", model=model, optimizer=optimizer, generator=generator,
                        counters=counters, args={k: str(v) for k, v in vars(args).items()})
@@ -396,17 +409,23 @@ def main(args: argparse.Namespace) -> int:
                     lab_seen += 1
                     x = batches.batch_to_device(lab_images, idx, device, channels_last=channels_last)
                     y = lab_labels[idx.to(lab_labels.device)].to(device)
+                    gamma = intervention_weight(args, position)
+                    focus = (objective.edit_focus(edit_stats, args.intervention_focus)
+                             if gamma and args.intervention_focus else None)
                     with autocast:
                         result = objective.supervised(model, x, y, k=args.k, generator=generator,
                                                       weight_grad=args.weight_grad,
                                                       classification_weight=args.classification_weight,
                                                       style_kl_weight=style_kl_weight(args, position),
-                                                      intervention_weight=intervention_weight(args, position),
+                                                      intervention_weight=gamma,
                                                       intervention_batch=args.intervention_batch,
                                                       intervention_exclusive=exclusive,
                                                       intervention_clear=args.intervention_flips == "consistent",
                                                       intervention_judge=args.intervention_judge,
+                                                      intervention_focus=focus,
                                                       emphasis=residual_emphasis(args, position))
+                    if result.edits is not None:
+                        edit_stats.mul_(EDIT_DECAY).add_(result.edits)
                 else:
                     unl_seen += 1
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=channels_last)
@@ -469,6 +488,9 @@ def main(args: argparse.Namespace) -> int:
                       **{k: float(sums[k]) / counts[k] for k in sums}, "lr": optimizer.param_groups[0]["lr"]}
             if args.schedule_minutes:  # where the epoch's last step stood in the schedule
                 record["schedule_position"] = position
+            if bool(edit_stats[0].any()):  # each label's recent miss rate in the term (1 - q(y_i = v | z'_i))
+                rates = (edit_stats[1] / edit_stats[0].clamp_min(1e-9)).tolist()
+                record["intervention_miss_rate"] = {n: round(r, 4) for n, r in zip(model.label_names, rates)}
             if args.style_kl_warmup > 0:  # the weight the epoch's last step used
                 record["style_kl_weight"] = style_kl_weight(args, position)
             if world > 1:
