@@ -114,8 +114,9 @@ def supervised(
     see `intervention_consistency`. intervention_focus: optional (L,) positive weights by which the
     label to flip is drawn in proportion instead of uniformly (`edit_focus`); the Objective's `edits`
     then counts, per label, the edits drawn and their misses (1 - q(y_i = v | z'_i)).
-    emphasis: a power, or `distributions.Emphasis(power, floor)`; scales the gradient of the decoder's output at each pixel by how wrong it is there, leaving every
-    value as it is (`distributions.emphasise_residuals`; 0 = Eq. 1's gradient).
+    emphasis: a power, or `distributions.Emphasis(power, floor)`; scales the gradient of the
+    decoder's output at each pixel by how wrong it is there, leaving every value as it is
+    (`distributions.emphasise_residuals`; 0 = Eq. 1's gradient).
 
     z: optional samples (K, B, D) to use instead of drawing them (z[0] is decoded; of the others
     only z_c is used); drawn here, only z_c gets K samples and z_s one. posterior:
@@ -231,8 +232,8 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     labels whose flip is compatible with the row instead: removing a label always is, adding
     label i is not while some label j with exclusive[i, j] is present. With `focus` (L,) positive
     weights, label i is drawn with probability in proportion to focus[i] among those (`edit_focus`).
-    Adding Brown_Hair to a black-haired face asks for a face the data never shows, and the opposite edit on a
-    brown-haired face decodes the same two latents to the other colour: trained together, the
+    Adding Brown_Hair to a black-haired face asks for a face the data never shows, and the opposite
+    edit on a brown-haired face decodes the same two latents to the other colour: trained together, the
     two pull the decoder apart. With clear=True any flip is drawn instead, and adding label i first
     replaces z_j of every present label j exclusive with it by a draw from p(z_j | y_j = 0): the
     edit the app makes (`editing.intervene`), which asks for a face the data can show (brown hair
