@@ -189,6 +189,7 @@ def supervised(
             "likelihood_scale": model.likelihood_scale(),
         }
     loss = -(surrogate + classification_weight * log_qyx).mean() + _extra_style_kl(model, q, style_kl_weight)
+    drawn = None
     if intervention_weight > 0:
         edit = _judged_edits(model, z0[:intervention_batch], y[:intervention_batch], generator=generator,
                              exclusive=intervention_exclusive, clear=intervention_clear, focus=intervention_focus)
@@ -199,8 +200,7 @@ def supervised(
         drawn = torch.zeros((2, L), device=miss.device)
         drawn[0].index_add_(0, edit["label"], torch.ones_like(miss))
         drawn[1].index_add_(0, edit["label"], miss)
-        return Objective(bound=bound, loss=loss, terms=terms, edits=drawn)
-    return Objective(bound=bound, loss=loss, terms=terms)
+    return Objective(bound=bound, loss=loss, terms=terms, edits=drawn)
 
 
 FOCUS_PRIOR = (1.0, 0.05)  # edit_focus's pseudo-counts: one edit drawn, 0.05 of it missed, per label
@@ -269,18 +269,17 @@ def _judged_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.G
             raise ValueError(f"exclusive has shape {tuple(exclusive.shape)}, expected ({L}, {L})")
         ex = exclusive.to(z.device).bool() & ~torch.eye(L, dtype=torch.bool, device=z.device)
     present = y > 0.5  # (B, L)
-    if focus is not None and focus.shape != (L,):
-        raise ValueError(f"focus must hold one weight per label, shape ({L},), got {tuple(focus.shape)}")
+    if focus is not None:
+        if focus.shape != (L,):
+            raise ValueError(f"focus must hold one weight per label, shape ({L},), got {tuple(focus.shape)}")
+        focus = focus.to(z.device, torch.float32)
     if ex is None or clear:
-        if focus is None:
-            i = torch.randint(0, L, (B, 1), generator=generator, device=z.device)
-        else:
-            i = torch.multinomial(focus.to(z.device, torch.float32).expand(B, L), 1, generator=generator)
+        i = (torch.randint(0, L, (B, 1), generator=generator, device=z.device) if focus is None
+             else torch.multinomial(focus.expand(B, L), 1, generator=generator))
     else:
         blocked = (present.float() @ ex.float().T) > 0  # (B, L): some present j excludes i
-        allowed = present | ~blocked  # never empty: a present label can go, and with none present nothing blocks
-        odds = allowed.float() if focus is None else allowed.float() * focus.to(z.device, torch.float32)
-        i = torch.multinomial(odds, 1, generator=generator)  # (B, 1)
+        allowed = (present | ~blocked).float()  # never empty: a present label can go, and with none present nothing blocks
+        i = torch.multinomial(allowed if focus is None else allowed * focus, 1, generator=generator)  # (B, 1)
     v = 1 - y.gather(1, i).long()  # (B, 1)
     loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
     eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
