@@ -107,7 +107,8 @@ def supervised(
     `intervention_batch` rows to the training loss only: each of those rows has one label flipped
     in its latent and must read as flipped after decoding and encoding again (see
     `intervention_consistency`). gamma = 0 is Eq. 1. intervention_exclusive: optional (L, L) bool,
-    True where two labels are never both present in the data; an edit that would make such a pair
+    True where two labels are never both present in the data (row = the label added; lifted one way
+    by `with_precedence`); an edit that would make such a pair
     present (a second hair colour) is not drawn, or with intervention_clear=True it is drawn and
     the other label cleared first, as `editing.intervene` edits. intervention_judge: "classifier"
     (the edit must read as y_i = v) or "latent" (it must encode back to the value z_i was given);
@@ -221,6 +222,29 @@ def edit_focus(drawn: torch.Tensor, focus: float, prior: tuple[float, float] = F
     return (1 - focus) + focus * miss / miss.mean()
 
 
+def with_precedence(exclusive: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """The exclusive pairs an intervention edit must respect once some labels take precedence.
+
+    exclusive: (L, L) bool, True where labels i and j are never present together (symmetric).
+    order: label indices, first = strongest. Label order[k] takes precedence over each label j
+    exclusive with it that is not listed before it (listed later, or not at all). Returns (L, L)
+    bool, row i = the label an edit adds: entry [i, j] stays True (the edit is blocked, or j cleared
+    first) unless i takes precedence over j. An edit adding Bald to a face with bangs is then drawn
+    as it is, both latents present, and must read as bald: the decoder learns which of two
+    contradictory latents wins, which the plain intervention metric asks and the data never shows.
+    The reverse edit (bangs onto a bald face) stays blocked, so the two never pull against each other.
+    """
+    L = exclusive.shape[0]
+    if exclusive.shape != (L, L):
+        raise ValueError(f"exclusive must be square, got shape {tuple(exclusive.shape)}")
+    if len(set(order)) != len(order) or any(not 0 <= i < L for i in order):
+        raise ValueError(f"order must list distinct labels in 0..{L - 1}, got {order}")
+    rank = torch.full((L,), len(order), dtype=torch.long)  # unlisted labels rank last
+    rank[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    wins = rank[:, None] < rank[None, :]  # (L, L): i listed before j, or i listed and j not
+    return exclusive.bool() & ~wins.to(exclusive.device)
+
+
 def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
                              generator: torch.Generator | None = None,
                              exclusive: torch.Tensor | None = None, clear: bool = False,
@@ -228,7 +252,8 @@ def intervention_consistency(model, z: torch.Tensor, y: torch.Tensor, *,
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
     Row b: one label i ~ U{0..L-1} is flipped, v = 1 - y[b, i]; with `exclusive` (L, L) bool
-    (True: labels i and j never present together in the data), i is drawn uniformly from the
+    (row i = the label added; True: adding i must respect a present j, as labels never present
+    together in the data must; `with_precedence` lifts it one way), i is drawn uniformly from the
     labels whose flip is compatible with the row instead: removing a label always is, adding
     label i is not while some label j with exclusive[i, j] is present. With `focus` (L,) positive
     weights, label i is drawn with probability in proportion to focus[i] among those (`edit_focus`).

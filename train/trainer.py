@@ -105,6 +105,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "exclusive with one the face has (never together in the labelled data though chance would "
                         "show them together: a second hair colour); consistent draws it and clears the other "
                         "label first, as the app edits (editing.intervene); all draws any flip as it is")
+    o.add_argument("--intervention-precedence", nargs="+", default=[], metavar="LABEL",
+                   help="labels, strongest first, each of which wins over the labels exclusive with it that are not "
+                        "listed before it: an edit adding it to a face showing only labels it wins over is drawn as it "
+                        "is, both latents present, and must read as the added label (as the plain intervention metric "
+                        "asks); the reverse edit stays blocked or cleared (ccvae.objective.with_precedence). Not with "
+                        "--intervention-flips all, which draws every edit as it is")
     o.add_argument("--intervention-judge", choices=list(objective.JUDGES), default="classifier",
                    help="what an edit must do after decoding and encoding again: read as the new label value "
                         "(classifier) or encode back to the latent value it was given (latent)")
@@ -283,6 +289,11 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--refine-channels must be 0 (the paper's decoder) or positive, got {args.refine_channels}")
     if not 0.0 <= args.intervention_focus <= 1.0:
         raise ValueError(f"--intervention-focus must lie in [0, 1], got {args.intervention_focus}")
+    if args.intervention_precedence and args.intervention_flips == "all":
+        raise ValueError("--intervention-precedence changes which edits respect exclusive labels, but "
+                         "--intervention-flips all respects none; use compatible or consistent")
+    if len(set(args.intervention_precedence)) != len(args.intervention_precedence):
+        raise ValueError(f"--intervention-precedence lists a label twice: {args.intervention_precedence}")
     if args.fit_style_prior < 0:
         raise ValueError(f"--fit-style-prior must be a number of training faces >= 0, got {args.fit_style_prior}")
     if args.schedule_minutes is not None and not args.schedule_minutes > 0:
@@ -345,8 +356,14 @@ def main(args: argparse.Namespace) -> int:
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
     # compatible flips never train an edit that adds a label to a face showing one exclusive with it;
-    # consistent flips train it with that label cleared first
-    exclusive = model.exclusive.to(device) if args.intervention_flips != "all" else None
+    # consistent flips train it with that label cleared first; --intervention-precedence lifts either one way
+    exclusive = None
+    if args.intervention_flips != "all":
+        unknown = [name for name in args.intervention_precedence if name not in label_names]
+        if unknown:
+            raise ValueError(f"--intervention-precedence: unknown labels {unknown}; the data's labels are {list(label_names)}")
+        order = [list(label_names).index(name) for name in args.intervention_precedence]
+        exclusive = objective.with_precedence(model.exclusive, order).to(device)
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
     n_unl_batches = math.ceil(len(unlabelled) / args.batch_size) if unl_images is not None else 0
