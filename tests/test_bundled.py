@@ -1,13 +1,13 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here (300 faces, the oracle judging 100; measured there on 2026-12-02 for the v31
-model: PSNR 27.07, intervention success 0.933, feasible 0.985 (every label 0.944 or more),
-with the exclusive labels cleared as the app edits 0.984 (hair colours 0.985, 0.955, 0.950, Bald
-0.970), conditional accuracy 0.922, the oracle seeing each label in 0.85 (Wearing_Hat, 11 faces)
-to 1.0 of the resamples, Wearing_Earrings 0.938). Labels below the issue's 0.90 intervention bar
-are listed in the README; the means are asserted at their measured level less that margin, so a
-regression still fails.
+smaller sample here (300 faces, the oracle judging 100; measured there on 2026-12-02 for the v33
+model: PSNR 27.07, intervention success 0.947 (Bald 0.985, Black_Hair 0.990, Blond_Hair 0.695,
+Brown_Hair 0.700), feasible 0.986 (every label 0.938 or more), with the exclusive labels cleared
+as the app edits 0.986 (hair colours 0.995, 0.970, 0.950, Bald 0.995), conditional accuracy 0.919,
+the oracle seeing each label in 0.83 (Wearing_Hat, 11 faces) to 1.0 of the resamples,
+Wearing_Earrings 0.938). Labels below the issue's 0.90 intervention bar are listed in the README;
+the means are asserted at their measured level less that margin, so a regression still fails.
 """
 from pathlib import Path
 
@@ -58,15 +58,19 @@ def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
               "Smiling", "Wearing_Earrings", "Wearing_Hat", "Wearing_Necktie")
     for label in strong:
         assert success[label] >= 0.88, (label, success[label])
+    # trained with precedence over their exclusive partners, the plain edit works for these too
+    for label in ("Bald", "Black_Hair"):
+        assert success[label] >= 0.88, (label, success[label])
     # the edits the data can show work for every label (hair colours and Bald included)
     for label, rate in metrics["intervention_success_feasible"].items():
         assert rate >= 0.88, (label, rate)
-    assert metrics["intervention_success_mean"] >= 0.90
+    assert metrics["intervention_success_mean"] >= 0.92
     # the app's edit (editing.intervene) lifts the labels it clears for and no other
     consistent = metrics["intervention_success_consistent"]
-    for label in ("Black_Hair", "Blond_Hair", "Brown_Hair"):
+    for label in ("Blond_Hair", "Brown_Hair"):  # the colours Black_Hair wins over in the plain edit
         assert consistent[label] >= 0.88 and consistent[label] >= success[label] + 0.02, (label, consistent[label])
-    assert consistent["Bald"] >= 0.88, consistent["Bald"]  # clearing Bangs and a hat (full test set: 0.967)
+    for label in ("Bald", "Black_Hair"):  # clearing Bangs and a hat, the other colours (full test set: 0.989, 0.983)
+        assert consistent[label] >= 0.88, (label, consistent[label])
     assert all(consistent[label] == success[label] for label in strong if label not in ("Bangs", "Wearing_Hat"))
     assert metrics["intervention_success_consistent_mean"] >= 0.96
     assert metrics["intervention_success_feasible_mean"] >= 0.96

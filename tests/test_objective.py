@@ -276,6 +276,51 @@ def test_intervention_consistency_with_clear_adds_the_label_after_clearing_its_e
     assert not (decoded[-1][:, 1] > 40).any()
 
 
+def test_precedence_lifts_an_exclusive_pair_one_way_in_list_order():
+    exclusive = torch.zeros(4, 4, dtype=torch.bool)
+    for i, j in [(0, 1), (0, 2), (1, 2)]:  # 0, 1 and 2 pairwise exclusive; 3 free
+        exclusive[i, j] = exclusive[j, i] = True
+    torch.testing.assert_close(objective.with_precedence(exclusive, []), exclusive)
+    lifted = objective.with_precedence(exclusive, [2, 0])  # 2 wins over 0 and 1, 0 over 1
+    expected = exclusive.clone()
+    expected[2, 0] = expected[2, 1] = expected[0, 1] = False  # row: the label added
+    torch.testing.assert_close(lifted, expected)
+    assert lifted[0, 2] and lifted[1, 0] and lifted[1, 2]  # the losers' edits still respect the winners
+    assert not lifted[:, 3].any() and not lifted[3].any()  # a listed order never makes a pair exclusive
+    for order in ([0, 0], [4], [-1]):
+        with pytest.raises(ValueError, match=r"order must list distinct labels in 0\.\.3"):
+            objective.with_precedence(exclusive, order)
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_an_edit_adding_a_label_with_precedence_keeps_its_exclusive_partner_and_the_reverse_does_not(clear):
+    model = tiny_model()
+    with torch.no_grad():  # p(z_i | y_i = 0) at -50, p(z_i | y_i = 1) at +50, both narrow
+        model.prior_loc.copy_(torch.tensor([[-50.0] * 3, [50.0] * 3]))
+        model.prior_raw_scale.fill_(-10.0)
+    decoded = []
+    plain_decode = model.decode
+    model.decode = lambda z: decoded.append(z.detach().clone()) or plain_decode(z)
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(150, 1)  # label 0 or label 1, exclusive
+    z = torch.where(y.bool(), 50.0, -50.0)
+    z = torch.cat([z, torch.randn(300, model.latent_dim - 3)], 1)
+    exclusive = torch.zeros(3, 3, dtype=torch.bool)
+    exclusive[0, 1] = exclusive[1, 0] = True
+    with torch.no_grad():
+        objective.intervention_consistency(model, z, y, generator=torch.Generator().manual_seed(0),
+                                           exclusive=objective.with_precedence(exclusive, [1]), clear=clear)
+    edit = decoded[-1]
+    both = (edit[:, 0] > 40) & (edit[:, 1] > 40)
+    assert both[0::2].any() and not both[1::2].any()  # adding 1 to a face of 0 keeps 0; adding 0 to 1 never does
+    added_1 = (y[:, 1] == 0) & (edit[:, 1] > 40)  # rows of label 0 that got label 1 added
+    assert added_1.any() and (edit[added_1, 0] > 40).all()  # label 1 wins: label 0 stays present
+    added_0 = (y[:, 0] == 0) & (edit[:, 0] > 40)  # rows of label 1 that got label 0 added
+    if clear:
+        assert added_0.any() and (edit[added_0, 1] < -40).all()  # drawn with label 1 cleared first
+    else:
+        assert not added_0.any()  # never drawn
+
+
 def test_latent_judge_values_how_far_the_edit_encodes_back_from_the_value_it_was_given():
     model = tiny_model().double()
     with torch.no_grad():  # an encoder whose posterior mean is c whatever the image

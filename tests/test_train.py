@@ -86,6 +86,27 @@ def test_intervention_focus_steers_the_draw_by_the_logged_miss_rates_and_resumes
     assert "--intervention-focus must lie in [0, 1], got 2.0" in capsys.readouterr().err
 
 
+def test_intervention_precedence_lifts_the_exclusive_pairs_one_way_and_bad_labels_are_named(tmp_path, capsys, monkeypatch):
+    seen, supervised = [], objective.supervised
+    monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["intervention_exclusive"]) or supervised(*a, **kw))
+    monkeypatch.setattr(evaluate, "exclusive_pairs", lambda labels, names: [["Bald", "Bangs"], ["Black_Hair", "Blond_Hair"]])
+    gamma = ["--intervention-weight", "10", "--intervention-batch", "4"]
+    assert run(tmp_path / "first", "--epochs", "1", *gamma, "--intervention-precedence", "Bald") == 0
+    names = CCVAE.from_pretrained(tmp_path / "first" / "model").label_names
+    ex = seen[-1].cpu()
+    at = lambda a, b: bool(ex[names.index(a), names.index(b)])  # noqa: E731  (row: the label added)
+    assert not at("Bald", "Bangs") and at("Bangs", "Bald")  # Bald is drawn onto bangs, never the reverse
+    assert at("Black_Hair", "Blond_Hair") and at("Blond_Hair", "Black_Hair")  # unlisted pairs stay both ways
+    assert ex.sum() == 3
+    monkeypatch.setattr(objective, "supervised", supervised)
+    assert run(tmp_path / "bad", "--epochs", "1", *gamma, "--intervention-precedence", "Baldness") == 2
+    assert "--intervention-precedence: unknown labels ['Baldness']" in capsys.readouterr().err
+    assert run(tmp_path / "all", "--epochs", "1", *gamma, "--intervention-precedence", "Bald", "--intervention-flips", "all") == 2
+    assert "--intervention-flips all respects none" in capsys.readouterr().err
+    assert run(tmp_path / "twice", "--epochs", "1", *gamma, "--intervention-precedence", "Bald", "Bald") == 2
+    assert "--intervention-precedence lists a label twice: ['Bald', 'Bald']" in capsys.readouterr().err
+
+
 def test_style_kl_warmup_ramps_beta_from_zero_and_bad_values_are_named(tmp_path, capsys, monkeypatch):
     seen, supervised = [], objective.supervised
     monkeypatch.setattr(objective, "supervised", lambda *a, **kw: seen.append(kw["style_kl_weight"]) or supervised(*a, **kw))
