@@ -313,6 +313,9 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError):
         val_set = None
     label_names = train_set.label_names
+    unknown = [name for name in args.intervention_precedence if name not in label_names]
+    if unknown:
+        raise ValueError(f"--intervention-precedence: unknown labels {unknown}; the data's labels are {list(label_names)}")
 
     from .evaluate import exclusive_pairs
 
@@ -359,9 +362,6 @@ def main(args: argparse.Namespace) -> int:
     # consistent flips train it with that label cleared first; --intervention-precedence lifts either one way
     exclusive = None
     if args.intervention_flips != "all":
-        unknown = [name for name in args.intervention_precedence if name not in label_names]
-        if unknown:
-            raise ValueError(f"--intervention-precedence: unknown labels {unknown}; the data's labels are {list(label_names)}")
         order = [list(label_names).index(name) for name in args.intervention_precedence]
         exclusive = objective.with_precedence(model.exclusive, order).to(device)
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
