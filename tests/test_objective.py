@@ -250,14 +250,21 @@ def test_intervention_consistency_draws_only_edits_compatible_with_exclusive_lab
         objective.intervention_consistency(model, z, y, exclusive=torch.zeros(2, 2, dtype=torch.bool))
 
 
-def test_intervention_consistency_with_clear_adds_the_label_after_clearing_its_exclusive_partner():
+def _recording_model():
+    """A tiny model with p(z_i | y_i = 0) at -50 and p(z_i | y_i = 1) at +50, both narrow, whose
+    decode records the latents it is given: (model, list of the (B, D) latents decoded)."""
     model = tiny_model()
-    with torch.no_grad():  # p(z_i | y_i = 0) at -50, p(z_i | y_i = 1) at +50, both narrow
+    with torch.no_grad():
         model.prior_loc.copy_(torch.tensor([[-50.0] * 3, [50.0] * 3]))
         model.prior_raw_scale.fill_(-10.0)
     decoded = []
     plain_decode = model.decode
     model.decode = lambda z: decoded.append(z.detach().clone()) or plain_decode(z)
+    return model, decoded
+
+
+def test_intervention_consistency_with_clear_adds_the_label_after_clearing_its_exclusive_partner():
+    model, decoded = _recording_model()
     y = torch.tensor([[1.0, 0.0, 0.0]]).repeat(300, 1)  # every face has label 0, exclusive with label 1
     z = torch.randn(300, model.latent_dim)
     exclusive = torch.zeros(3, 3, dtype=torch.bool)
@@ -294,13 +301,7 @@ def test_precedence_lifts_an_exclusive_pair_one_way_in_list_order():
 
 @pytest.mark.parametrize("clear", [False, True])
 def test_an_edit_adding_a_label_with_precedence_keeps_its_exclusive_partner_and_the_reverse_does_not(clear):
-    model = tiny_model()
-    with torch.no_grad():  # p(z_i | y_i = 0) at -50, p(z_i | y_i = 1) at +50, both narrow
-        model.prior_loc.copy_(torch.tensor([[-50.0] * 3, [50.0] * 3]))
-        model.prior_raw_scale.fill_(-10.0)
-    decoded = []
-    plain_decode = model.decode
-    model.decode = lambda z: decoded.append(z.detach().clone()) or plain_decode(z)
+    model, decoded = _recording_model()
     y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(150, 1)  # label 0 or label 1, exclusive
     z = torch.where(y.bool(), 50.0, -50.0)
     z = torch.cat([z, torch.randn(300, model.latent_dim - 3)], 1)
