@@ -362,7 +362,7 @@ def main(args: argparse.Namespace) -> int:
     # consistent flips train it with that label cleared first; --intervention-precedence lifts either one way
     exclusive = None
     if args.intervention_flips != "all":
-        order = [list(label_names).index(name) for name in args.intervention_precedence]
+        order = [model.label_index(name) for name in args.intervention_precedence]
         exclusive = objective.with_precedence(model.exclusive, order).to(device)
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
     n_lab_batches = math.ceil(len(labelled) / args.batch_size)
