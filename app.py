@@ -175,7 +175,7 @@ class Editor:
 
     def _random_faces(self, n: int) -> list[Image.Image]:
         generator = self._generator(0)
-        y = editing.sample_labels(self.model, n, generator=generator)
+        y = editing.sample_labels(self.model, n, generator=generator, compatible=True)
         z = editing.generate(self.model, y, generator=generator)
         return images.to_pil(editing.decode(self.model, z))
 
@@ -245,10 +245,11 @@ class Editor:
 
     @torch.no_grad()
     def random_face(self, *, seed: int | None = None) -> tuple:
-        """y ~ p(y), z ~ p(z | y): a face nobody uploaded."""
+        """y ~ p(y), never two labels the model keeps exclusive (``editing.sample_labels``), then
+        z ~ p(z | y): a face nobody uploaded."""
         seed = pick_seed(seed)
         generator = self._generator(seed)
-        y = editing.sample_labels(self.model, 1, generator=generator)
+        y = editing.sample_labels(self.model, 1, generator=generator, compatible=True)
         z = editing.generate(self.model, y, generator=generator)
         present = [name for name, v in zip(self.labels, y[0].tolist()) if v > 0.5]
         status = f"Random face (seed {seed}) drawn with: {', '.join(present) or 'no labels'}."
@@ -357,7 +358,7 @@ class Editor:
     def donor_random(self, session: Session, *, seed: int | None = None) -> tuple[str, Session, str]:
         seed = pick_seed(seed)
         generator = self._generator(seed)
-        y = editing.sample_labels(self.model, 1, generator=generator)
+        y = editing.sample_labels(self.model, 1, generator=generator, compatible=True)
         z = editing.generate(self.model, y, generator=generator)
         return self.face(z), session._replace(z_donor=z), f"Random second face (seed {seed})."
 

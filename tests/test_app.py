@@ -486,6 +486,18 @@ def test_setting_a_hair_colour_present_clears_the_other_and_shows_it():
     assert swapped.z[0, :3].tolist() == [2.0, -2.0, 2.0]
 
 
+def test_random_faces_never_draw_two_exclusive_labels():
+    model = hair_model()
+    model.set_label_prior([0.45, 0.45, 0.5])  # the factorised p(y) asks for both colours in 1 of 5 draws
+    editor = app.Editor(model)
+    for seed in range(40):
+        session, status = editor.random_face(seed=seed)[-2:]
+        assert not ("Black_Hair" in status and "Brown_Hair" in status), status
+        assert not (session.z[0, :2] > 0).all(), seed  # drawn from p(z_i | y_i = 1) for at most one colour
+        donor = editor.donor_random(session, seed=seed)[1].z_donor
+        assert not (donor[0, :2] > 0).all(), seed
+
+
 def test_the_release_event_and_the_live_path_show_the_cleared_label():
     from types import SimpleNamespace
 
