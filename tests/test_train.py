@@ -1,6 +1,7 @@
 """The training CLI end to end on a few hundred synthetic faces (tiny settings, CPU)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -398,6 +399,23 @@ def test_evaluate_writes_the_documented_keys(tiny_run, tmp_path):
     assert len({d["style_variance"] for d in m["diversity"].values()}) == 1
 
 
+def test_evaluate_update_writes_the_metrics_into_the_model_folder(tiny_run, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_run / "model", folder)
+    before = (folder / "README.md").read_text()
+    assert "Not evaluated yet" in before and not (folder / "metrics.json").exists()
+    args = [str(folder), "--limit", "40", "--n-oracle", "10", "--update"]
+    assert evaluate.main(evaluate.parse_args(args)) == 0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    card = (folder / "README.md").read_text()
+    assert "Not evaluated yet" not in card and f"| mean_accuracy | {metrics['mean_accuracy']:.4g} |" in card
+    head, tail = (before.split("## Evaluation (test split)")[i] for i in (0, 1))
+    assert card.startswith(head) and card.endswith(tail[tail.index("\n## "):])  # the rest of the card kept
+    # a Hub id is not a folder to write into: refused before anything is loaded
+    assert evaluate.main(evaluate.parse_args(["someone/ccvae-model", "--update"])) == 2
+    assert "--update writes into a local model folder" in capsys.readouterr().err
+
+
 def test_modelcard_takes_the_metrics_of_a_later_evaluation(tiny_run, tmp_path, capsys):
     from train import modelcard
 
@@ -540,15 +558,19 @@ def test_reconstruction_present_counts_the_reconstructions_that_keep_the_label()
 def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep():
     """An oracle that, like the decoder, draws one hair colour when both latents say present
     (black wins): the plain edit Brown -> 1 fails on black-haired faces, editing.intervene's
-    edit (black cleared) succeeds; labels without exclusive partners score the same both ways."""
+    edit (black cleared) succeeds; labels without exclusive partners score the same both ways.
+    Likewise conditional generation: y from the factorised p(y) often asks for both colours, y
+    drawn compatible never does."""
     from ccvae.distributions import DiagonalGaussian
     from conftest import tiny_model
     from train.evaluate import oracle_metrics
 
     model = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=[["Black_Hair", "Brown_Hair"]])
     model.eval()
-    with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i); p(z_i | y_i = v) at -2 and 2
+    with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i); p(z_i | y_i = v) at -2 and 2, narrow
         model.prior_loc.copy_(torch.tensor([[-2.0] * 3, [2.0] * 3]))
+        model.prior_raw_scale.fill_(-10.0)
+    model.set_label_prior([0.9, 0.9, 0.5])  # the factorised p(y) draws both colours 81 % of the time
     n = 8
     z = torch.zeros(n, model.latent_dim)
     z[:, 0] = torch.tensor([2.0, -2.0] * 4)  # black-haired faces, then brown-haired ones
@@ -585,6 +607,10 @@ def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep(
     # adding Black to the brown-haired ones wins anyway; removals all succeed
     assert m["intervention_success_add"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
     assert m["intervention_success_remove"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
+    assert m["conditional_accuracy_per_label"]["Brown_Hair"] < 0.5  # drawn black whenever both were asked
+    assert m["conditional_accuracy_per_label"]["Black_Hair"] == m["conditional_accuracy_per_label"]["Smiling"] == 1.0
+    assert m["conditional_accuracy_compatible_per_label"] == {"Black_Hair": 1.0, "Brown_Hair": 1.0, "Smiling": 1.0}
+    assert m["conditional_accuracy_compatible"] == 1.0
 
     class StickySmile(OneColour):  # a decoder that cannot take a smile away
         def predict(self, x):
@@ -603,8 +629,8 @@ def test_consistent_interventions_clear_the_exclusive_label_the_plain_ones_keep(
     assert "Smiling" not in m["intervention_success_add"]  # no face to add it to: no rate, not a false 0
     assert m["intervention_success_remove"]["Smiling"] == 0.0
     plain = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling")).eval()
-    assert "intervention_success_consistent" not in oracle_metrics(plain, OneColour(), images, n=n, resamples=2,
-                                                                   batch_size=n, labels=labels)
+    m = oracle_metrics(plain, OneColour(), images, n=n, resamples=2, batch_size=n, labels=labels)
+    assert "intervention_success_consistent" not in m and "conditional_accuracy_compatible" not in m
 
 
 def test_residual_emphasis_reaches_the_loss_until_its_end_epoch_and_bad_values_are_named(tmp_path, capsys, monkeypatch):

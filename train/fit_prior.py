@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from ccvae import CCVAE, CheckpointError, editing
 from ccvae.device import default_device
 
 from . import batches
-from .modelcard import EVALUATION_HEAD, STYLE_PRIOR_SECTION, command_line, metrics_table
+from .modelcard import STYLE_PRIOR_SECTION, command_line, metrics_table, replace_evaluation
 
 DEFAULT_FACES = 10_000
 
@@ -75,12 +74,9 @@ def update_card(card: str, *, section: str, table: str | None) -> str:
     """card (a model card's text) with its style-prior section replaced (or added) and, when `table`
     is given, its evaluation table replaced; with table None, the evaluation is marked stale."""
     card = STYLE_PRIOR_SECTION.sub("\n", card).rstrip("\n") + "\n\n" + section
-    head = EVALUATION_HEAD + "\n\n"
-    if head in card:
-        body = table if table is not None else ("Not evaluated since the style prior was fitted: run "
-                                                "`python -m train.evaluate` on this folder.")
-        card = re.sub(re.escape(head) + r".*?(?=\n## |\Z)", lambda _: head + body + "\n", card, count=1, flags=re.S)
-    return card
+    return replace_evaluation(card, table if table is not None else (
+        "Not evaluated since the style prior was fitted: run `python -m train.evaluate` on this folder "
+        "with `--update`."))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,8 +16,8 @@ def metrics_table(metrics: dict) -> str:
     lines = ["| metric | value |", "|---|---|"]
     for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
                 "intervention_success_consistent_mean", "intervention_leakage_mean",
-                "conditional_accuracy", "conditional_accuracy_standard_prior", "diversity_ratio_mean",
-                "diversity_present_mean", "diversity_present_all_faces_mean"):
+                "conditional_accuracy", "conditional_accuracy_standard_prior", "conditional_accuracy_compatible",
+                "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean"):
         if key in metrics:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
     per = metrics.get("per_label", {})
@@ -27,6 +27,15 @@ def metrics_table(metrics: dict) -> str:
         for name, row in per.items():
             lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in cols) + " |")
     return "\n".join(lines)
+
+
+def replace_evaluation(card: str, body: str) -> str:
+    """card (a model card's text) with the body of its evaluation section replaced by `body`
+    (a card without that section is returned as it is)."""
+    head = EVALUATION_HEAD + "\n\n"
+    if head not in card:
+        return card
+    return re.sub(re.escape(head) + r".*?(?=\n## |\Z)", lambda _: head + body + "\n", card, count=1, flags=re.S)
 
 
 def command_line(args: dict, prog: str = "python -m train") -> str:
