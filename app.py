@@ -61,6 +61,14 @@ CSS = """
 .prob .bar { height: 6px; background: var(--neutral-200); border-radius: 3px; }
 .prob .bar span { display: block; height: 6px; background: var(--color-accent); border-radius: 3px; }
 #notice { border: 1px solid var(--color-accent); padding: 0.5em 1em; border-radius: 6px; }
+/* the edited face stays in view while the sliders below it are scrolled to (side-by-side
+   columns only: stacked on a narrow screen it would cover the sliders). Gradio's container
+   clips with overflow: hidden, which would make it the sticky column's scroll box; clip cuts
+   the same and makes none (top level: Gradio scopes the rules inside @media to its contents). */
+.gradio-container { overflow: clip !important; }
+@media (min-width: 1024px) {
+  #face-column { position: sticky; top: 8px; align-self: flex-start; }
+}
 """
 
 # Every image the app makes is a gr.HTML whose value is a PNG data URL at the model's
@@ -503,6 +511,9 @@ def launch_options() -> dict:
     from starlette.middleware import Middleware
 
     return dict(
+        theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                font_mono=["ui-monospace", "monospace"]),
+        css=CSS,
         max_file_size=MAX_FILE_SIZE,
         run_history=False,
         app_kwargs={"middleware": [Middleware(HeadScript, script=STOP_LOADER_LOOP_JS)]},
@@ -576,7 +587,7 @@ def build_demo(
                     reconstruction_image = picture(
                         first_reconstruction, "Reconstruction", height="160px", elem_id="reconstruction"
                     )
-            with gr.Column(scale=1, min_width=280):
+            with gr.Column(scale=1, min_width=280, elem_id="face-column"):
                 edited_face = picture(
                     first_edited, "Edited", height="320px", filename="edited-face.png", elem_id="edited",
                     js_on_load=LIVE_SLIDER_JS, server_functions=[live_slide],
@@ -751,12 +762,7 @@ def main(args: argparse.Namespace) -> None:
     concurrency = args.concurrency or (os.cpu_count() or 2 if device.type == "cpu" else 4)
     examples = load_examples(folder) if folder is not None else []
     demo = build_demo(model, examples=examples, notice=notice, concurrency=concurrency)
-    demo.launch(
-        theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                                font_mono=["ui-monospace", "monospace"]),
-        css=CSS,
-        **launch_options(),
-    )
+    demo.launch(**launch_options())
 
 
 if __name__ == "__main__":

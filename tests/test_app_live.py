@@ -280,6 +280,31 @@ def test_browser_downloads_the_edited_face(page, tmp_path):
     assert np.array_equal(np.asarray(images.open_image(path)), np.asarray(shown))
 
 
+def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
+    """Scrolled down to the 8th of 12 sliders, the edited face stays on screen (a sticky column,
+    until the slider column ends); on a narrow screen, where the columns stack, it scrolls with
+    the page."""
+    from ccvae import CCVAE
+
+    labels = [f"Label_{k}" for k in range(12)]
+    demo = app.build_demo(CCVAE(label_names=labels, latent_dim=14, image_size=16, channels=[8, 8], hidden_dim=16).eval())
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                **app.launch_options())
+    tall = page.context.browser.new_page(viewport={"width": 1400, "height": 700})
+    try:
+        tall.goto(demo.local_url)
+        tall.wait_for_selector("#slider-Label_11 input[type=range]")
+        tall.locator("#remove-Label_7").scroll_into_view_if_needed()
+        assert tall.evaluate("window.scrollY") > 800
+        top, bottom = tall.eval_on_selector("#edited img", "e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom]; }")
+        assert 0 <= top and bottom <= 700, (top, bottom)
+        tall.set_viewport_size({"width": 800, "height": 700})
+        assert tall.eval_on_selector("#face-column", "e => getComputedStyle(e).position") != "sticky"
+    finally:
+        tall.close()
+        demo.close()
+
+
 def test_browser_upload_shows_the_photo_and_its_reconstruction(page, tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "me.jpg"
