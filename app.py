@@ -61,13 +61,23 @@ CSS = """
 .prob .bar { height: 6px; background: var(--neutral-200); border-radius: 3px; }
 .prob .bar span { display: block; height: 6px; background: var(--color-accent); border-radius: 3px; }
 #notice { border: 1px solid var(--color-accent); padding: 0.5em 1em; border-radius: 6px; }
-/* the edited face stays in view while the sliders below it are scrolled to (side-by-side
-   columns only: stacked on a narrow screen it would cover the sliders). Gradio's container
-   clips with overflow: hidden, which would make it the sticky column's scroll box; clip cuts
-   the same and makes none (top level: Gradio scopes the rules inside @media to its contents). */
+/* The edited face stays in view while the sliders are scrolled to. Gradio's container clips
+   with overflow: hidden, which would make it the sticky elements' scroll box; clip cuts the same
+   and makes none (a top-level rule: Gradio scopes the rules inside @media to its contents).
+   Side by side, the face's whole column is sticky: */
 .gradio-container { overflow: clip !important; }
 @media (min-width: 1024px) {
   #face-column { position: sticky; top: 8px; align-self: flex-start; }
+}
+/* stacked (a phone): the face alone, smaller, stays at the top of the screen over the sliders;
+   its column's other parts (status, buttons) scroll with the page */
+@media (max-width: 1023px) {
+  #face-column { display: contents; }
+  #face-column > * { flex: 1 1 100%; }
+  #edited { position: sticky; top: 0; z-index: 100; align-self: flex-start; background: var(--body-background-fill);
+            /* the page's background across the whole width, so nothing shows beside it */
+            box-shadow: 0 0 0 100vmax var(--body-background-fill); clip-path: inset(0 -100vmax); }
+  #edited img { height: min(320px, 28vh) !important; }
 }
 """
 

@@ -281,9 +281,9 @@ def test_browser_downloads_the_edited_face(page, tmp_path):
 
 
 def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
-    """Scrolled down to the 8th of 12 sliders, the edited face stays on screen (a sticky column,
-    until the slider column ends); on a narrow screen, where the columns stack, it scrolls with
-    the page."""
+    """Scrolled down to the 8th of 12 sliders, the edited face stays on screen: its column is
+    sticky (until the slider column ends); on a narrow screen, where the columns stack, the face
+    alone, smaller, stays at the top, its status and buttons scrolling with the page."""
     from ccvae import CCVAE
 
     labels = [f"Label_{k}" for k in range(12)]
@@ -294,12 +294,17 @@ def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
     try:
         tall.goto(demo.local_url)
         tall.wait_for_selector("#slider-Label_11 input[type=range]")
-        tall.locator("#remove-Label_7").scroll_into_view_if_needed()
-        assert tall.evaluate("window.scrollY") > 800
-        top, bottom = tall.eval_on_selector("#edited img", "e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom]; }")
-        assert 0 <= top and bottom <= 700, (top, bottom)
-        tall.set_viewport_size({"width": 800, "height": 700})
-        assert tall.eval_on_selector("#face-column", "e => getComputedStyle(e).position") != "sticky"
+        for width, scrolled in ((1400, 800), (390, 2000)):
+            tall.set_viewport_size({"width": width, "height": 700})
+            tall.evaluate("window.scrollTo(0, 0)")
+            tall.locator("#remove-Label_7").scroll_into_view_if_needed()
+            assert tall.evaluate("window.scrollY") > scrolled, width
+            face = tall.eval_on_selector("#edited img", "e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom]; }")
+            assert 0 <= face[0] and face[1] <= 700, (width, face)
+        button = tall.eval_on_selector("#remove-Label_7", "e => e.getBoundingClientRect().top")
+        assert button > face[1], (face, button)  # the button scrolled to is not under the face
+        status = tall.eval_on_selector("#status", "e => e.getBoundingClientRect().bottom")
+        assert status < 0  # on the phone the status scrolled away with the page
     finally:
         tall.close()
         demo.close()
