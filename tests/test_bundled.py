@@ -4,8 +4,8 @@ The floors are the model card's figures (measured on 5,000 test faces) less a ma
 smaller sample here (300 faces, the oracle judging 100; measured there on 2026-12-02 for the v33
 model: PSNR 27.07, intervention success 0.947 (Bald 0.985, Black_Hair 0.990, Blond_Hair 0.695,
 Brown_Hair 0.700), feasible 0.986 (every label 0.938 or more), with the exclusive labels cleared
-as the app edits 0.986 (hair colours 0.995, 0.970, 0.950, Bald 0.995), conditional accuracy 0.919,
-the oracle seeing each label in 0.83 (Wearing_Hat, 11 faces) to 1.0 of the resamples,
+as the app edits 0.986 (hair colours 0.995, 0.970, 0.950, Bald 0.995), conditional accuracy 0.919
+(0.949 with labels drawn as the app's random faces are), the oracle seeing each label in 0.83 (Wearing_Hat, 11 faces) to 1.0 of the resamples,
 Wearing_Earrings 0.938). Labels below the issue's 0.90 intervention bar are listed in the README;
 the means are asserted at their measured level less that margin, so a regression still fails.
 """
@@ -75,6 +75,8 @@ def test_interventions_are_clean_and_work_for_the_strong_labels(metrics):
     assert metrics["intervention_success_consistent_mean"] >= 0.96
     assert metrics["intervention_success_feasible_mean"] >= 0.96
     assert metrics["conditional_accuracy"] >= 0.90
+    # the app's random faces: labels never two exclusive ones (full test set: 0.941 against 0.937)
+    assert metrics["conditional_accuracy_compatible"] >= 0.92
 
 
 def test_resampling_a_characteristic_varies_the_image(metrics):
