@@ -78,6 +78,9 @@ CSS = """
             /* the page's background across the whole width, so nothing shows beside it */
             box-shadow: 0 0 0 100vmax var(--body-background-fill); clip-path: inset(0 -100vmax); }
   #edited img { height: min(320px, 28vh) !important; }
+  .prob { font-size: var(--text-xs); }
+  .label-buttons { flex-wrap: nowrap !important; }  /* a label's three buttons on one line */
+  .label-buttons > button { min-width: 0 !important; flex: 1 1 0 !important; overflow-wrap: anywhere; }
 }
 """
 
@@ -623,7 +626,7 @@ def build_demo(
                             gr.HTML(first_probs[i], elem_classes="prob", elem_id=f"prob-{slug(name)}",
                                     min_width=90, scale=1, js_on_load=PROB_JS, index=i)
                         )
-                    with gr.Row():
+                    with gr.Row(elem_classes="label-buttons"):
                         label_buttons.append(
                             (
                                 gr.Button(f"Resample {name}", size="sm", elem_id=f"resample-{slug(name)}"),

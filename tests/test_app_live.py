@@ -283,7 +283,8 @@ def test_browser_downloads_the_edited_face(page, tmp_path):
 def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
     """Scrolled down to the 8th of 12 sliders, the edited face stays on screen: its column is
     sticky (until the slider column ends); on a narrow screen, where the columns stack, the face
-    alone, smaller, stays at the top, its status and buttons scrolling with the page."""
+    alone, smaller, stays at the top, its status and buttons scrolling with the page, and each
+    label's buttons take one line."""
     from ccvae import CCVAE
 
     labels = [f"Label_{k}" for k in range(12)]
@@ -305,6 +306,9 @@ def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
         assert button > face[1], (face, button)  # the button scrolled to is not under the face
         status = tall.eval_on_selector("#status", "e => e.getBoundingClientRect().bottom")
         assert status < 0  # on the phone the status scrolled away with the page
+        rows = {round(tall.eval_on_selector(f"#{kind}-Label_7", "e => e.getBoundingClientRect().top"))
+                for kind in ("resample", "add", "remove")}
+        assert len(rows) == 1, rows  # and a label's three buttons share one line
     finally:
         tall.close()
         demo.close()
