@@ -486,6 +486,29 @@ def test_setting_a_hair_colour_present_clears_the_other_and_shows_it():
     assert swapped.z[0, :3].tolist() == [2.0, -2.0, 2.0]
 
 
+def test_strips_and_grids_show_the_edits_as_the_sliders_make_them(monkeypatch):
+    editor = app.Editor(hair_model())
+    start = brown_haired(editor)
+    seen, decode = [], editing.decode
+    monkeypatch.setattr(editing, "decode", lambda model, z: seen.append(z.clone()) or decode(model, z))
+    editor.traversal("Black_Hair", start)
+    strip = seen[-1]  # (8, D): Black_Hair from absent to present
+    black = editing.label_probs(editor.model, strip)[:, 0] >= 0.5
+    assert black.any() and not black.all()
+    assert (strip[black, 1] == -2.0).all() and (strip[~black, 1] == 2.0).all()  # brown cleared where black is set
+    assert torch.equal(strip[:, 2:], start.z[:, 2:].expand(8, -1))  # nothing else moved
+    editor.grid2d("Black_Hair", "Smiling", start)
+    grid = seen[-1].reshape(25, -1)
+    black = editing.label_probs(editor.model, grid)[:, 0] >= 0.5
+    assert (grid[black, 1] == -2.0).all() and (grid[~black, 1] == 2.0).all()
+    editor.grid2d("Black_Hair", "Brown_Hair", start)  # a grid over both colours keeps both axes
+    assert torch.equal(seen[-1].reshape(5, 5, -1), editing.traverse_grid(editor.model, start.z, 0, 1, steps=5)[0])
+    both = app.Session(z_source=start.z, z=torch.tensor([[2.0, 2.0, 2.0, 0.0, 0.0, 0.0]]))
+    editor.diversity("Black_Hair", both, seed=0)  # 16 new black hairs, as the Resample button draws them
+    black = editing.label_probs(editor.model, seen[-1])[:, 0] >= 0.5
+    assert black.sum() >= 12 and (seen[-1][black, 1] == -2.0).all() and (seen[-1][~black, 1] == 2.0).all()
+
+
 def test_random_faces_never_draw_two_exclusive_labels():
     model = hair_model()
     model.set_label_prior([0.45, 0.45, 0.5])  # the factorised p(y) asks for both colours in 1 of 5 draws
