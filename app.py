@@ -345,26 +345,14 @@ class Editor:
     def reset(self, session: Session) -> tuple:
         return self.view(session._replace(z=session.z_source), "Back to the encoding of the input.")
 
-    def as_slider_sets(self, zs: torch.Tensor, *indices: int) -> torch.Tensor:
-        """zs (..., D) with each label in ``indices`` set as its slider sets it
-        (``editing.intervene``): where its value reads present, the labels kept exclusive with it
-        are cleared, but not the other labels in ``indices`` (a grid over two hair colours keeps
-        both axes). So the strips and grids show what the sliders and buttons would: without
-        this, a black-haired face's Blond_Hair strip keeps black hair at every step."""
-        shape, kept = zs.shape, list(indices)
-        zs = zs.reshape(-1, shape[-1])
-        for i in indices:
-            axes = zs[:, kept].clone()
-            zs = editing.intervene(self.model, zs, i, zs[:, i])
-            zs[:, kept] = axes
-        return zs.reshape(shape)
-
     @torch.no_grad()
     def traversal(self, label: str, session: Session) -> str:
-        """8 steps of one label from absent to present, everything else fixed (but the labels
-        exclusive with it, cleared where it reads present, as its slider does)."""
+        """8 steps of one label from absent to present, everything else fixed but the labels
+        exclusive with it, cleared where it reads present as its slider clears them (without
+        that, a black-haired face's Blond_Hair strip would keep black hair at every step)."""
         i = self.label_index(label)
-        zs = self.as_slider_sets(editing.traverse(self.model, session.z, i, steps=8)[0], i)  # (8, D)
+        zs = editing.traverse(self.model, session.z, i, steps=8)[0]  # (8, D)
+        zs = editing.clear_exclusive(self.model, zs, [i])
         return png_data_url(images.grid(images.to_pil(editing.decode(self.model, zs)), columns=8))
 
     @torch.no_grad()
@@ -373,21 +361,23 @@ class Editor:
         i = self.label_index(label)
         present = float(editing.label_probs(self.model, session.z)[0, i]) >= 0.5
         seed = pick_seed(seed)
-        zs = self.as_slider_sets(editing.resample_latent(
+        zs = editing.clear_exclusive(self.model, editing.resample_latent(
             self.model, session.z.repeat(16, 1), i, present=present, generator=self._generator(seed)
-        ), i)
+        ), [i])
         sheet = images.grid(images.to_pil(editing.decode(self.model, zs)), columns=4)
         side = "present" if present else "absent"
         return png_data_url(sheet), f"16 samples of {label} ({side}), seed {seed}."
 
     @torch.no_grad()
     def grid2d(self, row_label: str, column_label: str, session: Session) -> str:
-        """5x5 faces: rows walk ``row_label`` absent -> present, columns ``column_label`` (each
-        set as its slider sets it, see :meth:`as_slider_sets`)."""
+        """5x5 faces: rows walk ``row_label`` absent -> present, columns ``column_label``, each
+        set as its slider sets it (``editing.clear_exclusive``; a grid over two hair colours
+        keeps both)."""
         i, j = self.label_index(row_label), self.label_index(column_label)
         if i == j:
             raise gr.Error(f"choose two different labels for the grid (both are {row_label!r})")
-        zs = self.as_slider_sets(editing.traverse_grid(self.model, session.z, i, j, steps=5)[0], i, j)  # (5, 5, D)
+        zs = editing.traverse_grid(self.model, session.z, i, j, steps=5)[0]  # (5, 5, D)
+        zs = editing.clear_exclusive(self.model, zs, [i, j])
         faces = editing.decode(self.model, zs.reshape(25, -1))
         return png_data_url(images.grid(images.to_pil(faces), columns=5))
 

@@ -71,14 +71,28 @@ def intervene(model, z: torch.Tensor, label: int | str, value: float | torch.Ten
     makes the edit ask for a face it can draw. Without exclusive labels this is `set_latent`.
     """
     i = model.label_index(label)
-    out = set_latent(z, i, value)
-    partners = model.exclusive[i]  # (L,)
-    if partners.any():
-        L = model.num_labels
-        present = label_probs(model, out) >= 0.5  # (..., L)
-        clear = present[..., i:i + 1] & present & partners.to(present.device)  # (..., L)
-        absent_loc = model.prior_params()[0][0].to(out.dtype)  # (L,): means of p(z_j | y_j = 0)
-        out[..., :L] = torch.where(clear, absent_loc, out[..., :L])
+    return clear_exclusive(model, set_latent(z, i, value), [i])
+
+
+@torch.no_grad()
+def clear_exclusive(model, z: torch.Tensor, labels) -> torch.Tensor:
+    """z (..., D) whose latents of `labels` were just set (a walk, a grid, draws), made into
+    edits as `intervene` makes them: for each listed label that reads present, the labels the
+    model keeps exclusive with it that read present are set to the mean of p(z_j | y_j = 0),
+    except the other listed labels (a grid over two hair colours keeps both of its axes). A
+    copy; without exclusive labels, z itself unchanged."""
+    idx = [model.label_index(label) for label in labels]
+    exclusive = model.exclusive.clone()
+    exclusive[:, idx] = False  # the listed labels are never cleared
+    if not exclusive[idx].any():
+        return z.clone()
+    L = model.num_labels
+    out = z.clone()
+    present = label_probs(model, out) >= 0.5  # (..., L)
+    partners = exclusive[idx].to(present.device)  # (len(idx), L)
+    clear = (present[..., idx, None] & partners).any(-2) & present  # (..., L)
+    absent_loc = model.prior_params()[0][0].to(out.dtype)  # (L,): means of p(z_j | y_j = 0)
+    out[..., :L] = torch.where(clear, absent_loc, out[..., :L])
     return out
 
 

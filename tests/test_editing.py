@@ -152,6 +152,31 @@ def test_intervene_clears_exclusive_labels_only_where_it_sets_its_own_present():
     assert torch.equal(editing.intervene(plain, z, 0, 2.0), editing.set_latent(z, 0, 2.0))
 
 
+def test_clear_exclusive_makes_walks_and_grids_into_edits_and_keeps_the_listed_axes():
+    names = ("Black_Hair", "Brown_Hair", "Bald", "Wearing_Hat", "Smiling")
+    model = tiny_model(labels=names, latent_dim=7, exclusive_labels=[["Black_Hair", "Brown_Hair"], ["Bald", "Wearing_Hat"]])
+    with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i): present where z_i > 0
+        model.prior_loc.copy_(torch.tensor([[-2.0, -3.0, -4.0, -5.0, -2.0], [2.0] * 5]))
+    z = torch.tensor([[-2.0, 2.0, -2.0, 2.0, 1.0, 0.5, 0.5]])  # brown hair and a hat
+    walk = editing.traverse(model, z, "Black_Hair", steps=4)  # (1, 4, D)
+    out = editing.clear_exclusive(model, walk, ["Black_Hair"])
+    black = editing.label_probs(model, walk)[0, :, 0] >= 0.5
+    assert black.any() and not black.all()
+    assert torch.equal(out[0, :, 1], torch.where(black, -3.0, 2.0))  # brown cleared where black reads present
+    assert torch.equal(out[..., 2:], walk[..., 2:]) and torch.equal(out[..., 0], walk[..., 0])
+    for k in range(4):  # the walk's steps made one by one as intervene makes them
+        assert torch.equal(out[0, k], editing.intervene(model, z, 0, walk[0, k, 0])[0])
+    # a grid over Black_Hair and Bald: each clears its own partner; over both colours: both kept
+    grid = editing.traverse_grid(model, z, "Black_Hair", "Bald", steps=3)[0]  # (3, 3, D)
+    cleared = editing.clear_exclusive(model, grid, ["Black_Hair", "Bald"])
+    p = editing.label_probs(model, grid)
+    assert torch.equal(cleared[..., 1], torch.where(p[..., 0] >= 0.5, -3.0, 2.0))
+    assert torch.equal(cleared[..., 3], torch.where(p[..., 2] >= 0.5, -5.0, 2.0))
+    colours = editing.traverse_grid(model, z, "Black_Hair", "Brown_Hair", steps=3)[0]
+    assert torch.equal(editing.clear_exclusive(model, colours, ["Black_Hair", "Brown_Hair"]), colours)
+    assert torch.equal(editing.clear_exclusive(model, walk, ["Smiling"]), walk)  # no partners: unchanged
+
+
 @pytest.mark.parametrize("pairs, message", [
     ([["Black_Hair", "Black_Hair"]], "is not a pair of two different labels"),
     ([["Black_Hair", "Red_Hair"]], "is not a pair of two different labels"),
