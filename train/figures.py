@@ -49,12 +49,16 @@ def reconstruction_figure(model, x: torch.Tensor) -> Image.Image:
 
 @torch.no_grad()
 def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) -> Image.Image:
-    """For each face in x: one row per label walking its own traversal range, absent -> present."""
+    """For each face in x: one row per label walking its own traversal range, absent -> present,
+    as the label's slider in the app moves it: the labels exclusive with it cleared where it
+    reads present (`editing.clear_exclusive`; a plain walk would draw black and blond hair at
+    once on a black-haired face)."""
     z = editing.encode(model, x)
     rows, names = [], []
     for b in range(z.shape[0]):
         for i, name in enumerate(model.label_names):
-            rows.append(editing.decode(model, editing.traverse(model, z[b:b + 1], i, steps=steps)[0]))
+            walk = editing.clear_exclusive(model, editing.traverse(model, z[b:b + 1], i, steps=steps)[0], [i])
+            rows.append(editing.decode(model, walk))
             names.append(f"{name}" if b == 0 else f"{name} ")
     return grid(torch.stack(rows), names, scale=scale)
 
@@ -62,13 +66,15 @@ def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) 
 @torch.no_grad()
 def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int = 8, seed: int = 0,
                      scale: int = 1) -> Image.Image:
-    """One face (x[:1]); for each label, its reconstruction then n resamples of z_i ~ p(z_i | y_i = 1)."""
+    """One face (x[:1]); for each label, its reconstruction then n resamples of z_i ~ p(z_i | y_i = 1)
+    (the labels exclusive with it cleared, as the app's Add button clears them)."""
     g = torch.Generator(device=model.device).manual_seed(seed)
     z = editing.encode(model, x[:1])
     rows, names = [], []
     for label in labels:
         i = model.label_index(label)
-        many = editing.resample_latent(model, z.expand(n, -1), i, present=True, generator=g)
+        many = editing.clear_exclusive(model, editing.resample_latent(model, z.expand(n, -1), i, present=True,
+                                                                      generator=g), [i])
         rows.append(editing.decode(model, torch.cat([z, many])))
         names.append(f"{model.label_names[i]} x{n}")
     return grid(torch.stack(rows), names, scale=scale)

@@ -98,7 +98,8 @@ Command{"s (a run, then its --resume)" if len(commands) > 1 else ""}:
 
 ## Traversals
 
-Each row walks one label's latent over its traversal range (absent -> present), two faces:
+Each row walks one label's latent over its traversal range (absent -> present), two faces, as the
+label's slider in the app does (the labels exclusive with it cleared where it reads present):
 
 ![traversal](traversal.png)
 """
