@@ -79,8 +79,8 @@ def clear_exclusive(model, z: torch.Tensor, labels) -> torch.Tensor:
     """z (..., D) whose latents of `labels` were just set (a walk, a grid, draws), made into
     edits as `intervene` makes them: for each listed label that reads present, the labels the
     model keeps exclusive with it that read present are set to the mean of p(z_j | y_j = 0),
-    except the other listed labels (a grid over two hair colours keeps both of its axes). A
-    copy; without exclusive labels, z itself unchanged."""
+    except the other listed labels (a grid over two hair colours keeps both of its axes).
+    Always a copy, equal to z where nothing is cleared (labels without exclusive partners)."""
     idx = [model.label_index(label) for label in labels]
     exclusive = model.exclusive.clone()
     exclusive[:, idx] = False  # the listed labels are never cleared

@@ -288,7 +288,8 @@ def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
     from ccvae import CCVAE
 
     labels = [f"Label_{k}" for k in range(12)]
-    demo = app.build_demo(CCVAE(label_names=labels, latent_dim=14, image_size=16, channels=[8, 8], hidden_dim=16).eval())
+    model = CCVAE(label_names=labels, latent_dim=14, image_size=16, channels=[8, 8], hidden_dim=16)
+    demo = app.build_demo(model.eval())
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                 **app.launch_options())
     tall = page.context.browser.new_page(viewport={"width": 1400, "height": 700})
@@ -300,7 +301,8 @@ def test_browser_keeps_the_edited_face_in_view_beside_the_sliders(page):
             tall.evaluate("window.scrollTo(0, 0)")
             tall.locator("#remove-Label_7").scroll_into_view_if_needed()
             assert tall.evaluate("window.scrollY") > scrolled, width
-            face = tall.eval_on_selector("#edited img", "e => { const r = e.getBoundingClientRect(); return [r.top, r.bottom]; }")
+            face = tall.eval_on_selector("#edited img", "e => [e.getBoundingClientRect().top,"
+                                                         " e.getBoundingClientRect().bottom]")
             assert 0 <= face[0] and face[1] <= 700, (width, face)
         button = tall.eval_on_selector("#remove-Label_7", "e => e.getBoundingClientRect().top")
         assert button > face[1], (face, button)  # the button scrolled to is not under the face

@@ -154,7 +154,8 @@ def test_intervene_clears_exclusive_labels_only_where_it_sets_its_own_present():
 
 def test_clear_exclusive_makes_walks_and_grids_into_edits_and_keeps_the_listed_axes():
     names = ("Black_Hair", "Brown_Hair", "Bald", "Wearing_Hat", "Smiling")
-    model = tiny_model(labels=names, latent_dim=7, exclusive_labels=[["Black_Hair", "Brown_Hair"], ["Bald", "Wearing_Hat"]])
+    model = tiny_model(labels=names, latent_dim=7,
+                       exclusive_labels=[["Black_Hair", "Brown_Hair"], ["Bald", "Wearing_Hat"]])
     with torch.no_grad():  # q(y_i = 1 | z_i) = sigmoid(z_i): present where z_i > 0
         model.prior_loc.copy_(torch.tensor([[-2.0, -3.0, -4.0, -5.0, -2.0], [2.0] * 5]))
     z = torch.tensor([[-2.0, 2.0, -2.0, 2.0, 1.0, 0.5, 0.5]])  # brown hair and a hat
