@@ -82,7 +82,7 @@ def clear_exclusive(model, z: torch.Tensor, labels) -> torch.Tensor:
     except the other listed labels (a grid over two hair colours keeps both of its axes).
     Always a copy, equal to z where nothing is cleared (labels without exclusive partners)."""
     idx = [model.label_index(label) for label in labels]
-    exclusive = model.exclusive.clone()
+    exclusive = model.exclusive  # a copy of the model's
     exclusive[:, idx] = False  # the listed labels are never cleared
     if not exclusive[idx].any():
         return z.clone()

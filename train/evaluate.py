@@ -157,6 +157,9 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
     def read(x: torch.Tensor) -> torch.Tensor:  # oracle readings of our labels: (B, len(names)) bool
         return oracle.predict(x.to(next(oracle.parameters()).device)).to(model.device)[:, oi]
 
+    def agree(y: torch.Tensor, z_y: torch.Tensor) -> np.ndarray:  # per label, faces decoded from z_y read as y
+        return (read(editing.decode(model, z_y)) == y[:, mi].bool()).float().sum(0).cpu().numpy()
+
     success = np.zeros(len(names))
     exclusive = model.exclusive
     consistent = np.zeros(len(names))  # success of editing.intervene's edits (exclusive labels cleared)
@@ -208,16 +211,13 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         # conditional generation
         y = editing.sample_labels(model, B, generator=g)
         z_y = editing.generate(model, y, generator=g)
-        seen_y = read(editing.decode(model, z_y))
-        cond_hits += (seen_y == y[:, mi].bool()).float().sum(0).cpu().numpy()
+        cond_hits += agree(y, z_y)
         if fitted:  # the same z_c with z_s ~ N(0, I), the training prior (its own generator: g's draws stay as they were)
             z_y[:, model.num_labels:] = torch.randn(B, model.style_dim, generator=g_standard, device=model.device)
-            seen_y = read(editing.decode(model, z_y))
-            cond_hits_standard += (seen_y == y[:, mi].bool()).float().sum(0).cpu().numpy()
+            cond_hits_standard += agree(y, z_y)
         if exclusive.any():  # its own generator too
             y = editing.sample_labels(model, B, generator=g_compatible, compatible=True)
-            seen_y = read(editing.decode(model, editing.generate(model, y, generator=g_compatible)))
-            cond_hits_compatible += (seen_y == y[:, mi].bool()).float().sum(0).cpu().numpy()
+            cond_hits_compatible += agree(y, editing.generate(model, y, generator=g_compatible))
         # diversity: resamples of z_i under y_i = 1 against resamples of one style latent
         zr = z.repeat_interleave(resamples, 0)  # (B * R, D)
         for a, i in enumerate(mi):
