@@ -6,8 +6,6 @@ objective is the same under bf16 autocast.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
@@ -51,58 +49,7 @@ def gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -
     return -0.5 * ((x - loc) / scale).square() - torch.log(scale) - 0.5 * _LOG_2PI
 
 
-def check_emphasis(power: float, name: str = "residual emphasis") -> float:
-    """The emphasis power if it is a finite number >= 0; otherwise a ValueError that says `name`
-    (the CLIs pass their flag)."""
-    if not (power >= 0 and math.isfinite(power)):
-        raise ValueError(f"{name} must be a finite power >= 0, got {power}")
-    return power
-
-
-EMPHASIS_FLOOR = 0.01  # the default eps in r^2 = sum_c (x - mean)^2 + eps^2 (a bare power uses it)
-
-
-class Emphasis(NamedTuple):
-    """Residual emphasis with a floor: `emphasise_residuals` takes this or a bare power."""
-    power: float
-    floor: float = EMPHASIS_FLOOR
-
-
-def check_floor(floor: float, name: str = "residual emphasis floor") -> float:
-    """The floor if it is a finite number > 0; otherwise a ValueError that says `name`."""
-    if not (floor > 0 and math.isfinite(floor)):
-        raise ValueError(f"{name} must be a finite number > 0, got {floor}")
-    return floor
-
-
-def emphasise_residuals(x: torch.Tensor, logits: torch.Tensor, emphasis: float | Emphasis) -> torch.Tensor:
-    """The logits unchanged in value, with each pixel's gradient scaled by how wrong it is.
-
-    emphasis: a power P, or Emphasis(P, floor eps). w_p = r_p^P / mean_p(r_p^P) per image, with
-    r_p^2 = sum_c (x - sigmoid(logits))^2 + eps^2 (detached; eps = 0.01 for a bare power). A larger
-    eps keeps more of the pull on the pixels that are already nearly right (w_p >= eps^P / mean).
-    The result is logits.detach() + w * (logits - logits.detach()): every value a
-    likelihood computes from it is the same, and d/d logits_p is multiplied by w_p. With power 1 a
-    Gaussian likelihood's pull on a pixel grows as r_p^2 instead of r_p, so the few pixels the
-    decoder gets most wrong (small details such as the synthetic faces' earrings, 1.6 % of a face and
-    a quarter of its squared error) are learned sooner; the weights average 1 over each image.
-    Nothing else changes: the scale, the KL and the bound see the plain values. P = 0: the logits.
-    x, logits: (B, C, H, W); returns (B, C, H, W).
-    """
-    power, floor = emphasis if isinstance(emphasis, Emphasis) else Emphasis(emphasis)
-    if check_emphasis(power) == 0:
-        return logits
-    check_floor(floor)
-    with torch.no_grad():
-        r2 = (x - torch.sigmoid(logits)).square().sum(1, keepdim=True).add_(floor * floor)  # (B, 1, H, W)
-        w = r2.pow_(power / 2)
-        w = w / w.mean((2, 3), keepdim=True)
-    detached = logits.detach()
-    return detached + w * (logits - detached)
-
-
-def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale: torch.Tensor, *,
-                         emphasis: float | Emphasis = 0.0) -> torch.Tensor:
+def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
     """log p(x | z) summed over pixels: (B,).
 
     x: (B, C, H, W) in [0, 1]. logits: decoder output before the sigmoid, (B, C, H, W); the
@@ -110,12 +57,9 @@ def image_log_likelihood(x: torch.Tensor, logits: torch.Tensor, kind: str, scale
       laplace:   log p = -|x - mu| / s - log(2 s)
       gaussian:  log p = -(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2
       bernoulli: log p = x log mu + (1 - x) log(1 - mu), from the logits for stability
-    emphasis: the same value, with the logits' gradient reweighted per pixel
-    (`emphasise_residuals`; 0 = the plain gradient).
     """
     logits = upcast(logits)
     x = x.to(logits.dtype)
-    logits = emphasise_residuals(x, logits, emphasis)
     if kind == "bernoulli":
         lp = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     else:

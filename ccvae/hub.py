@@ -69,7 +69,7 @@ def resolve_files(name_or_path: str | Path, **download_kwargs) -> tuple[Path, Pa
 
 def read_config(config_file: Path, cls) -> dict:
     """The constructor arguments in config_file, checked against cls.__init__."""
-    from .model import FORMAT_VERSION
+    from .model import FORMAT_VERSION, REMOVED_CONFIG_KEYS
 
     try:
         config = json.loads(Path(config_file).read_text(encoding="utf-8"))
@@ -84,6 +84,11 @@ def read_config(config_file: Path, cls) -> dict:
         raise CheckpointError(f"{config_file} has format_version {version}; this ccvae reads version {FORMAT_VERSION}")
     params = inspect.signature(cls.__init__).parameters
     allowed = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY}
+    removed = sorted(set(config) & set(REMOVED_CONFIG_KEYS) - allowed)
+    if removed:
+        raise CheckpointError(f"{config_file} has the entry {removed[0]!r}, which this ccvae no longer reads ("
+                              f"{REMOVED_CONFIG_KEYS[removed[0]]}); retrain the model with the current recipe, or "
+                              f"delete the entry from config.json if the model was trained without it")
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise CheckpointError(f"{config_file} has unknown entries {unknown}; allowed: {sorted(allowed)}")

@@ -4,25 +4,17 @@ Encoder, for a 64x64 image: four 4x4 stride-2 convolutions (32, 32, 64, 128 chan
 (B, 3, 64, 64) to (B, 128, 4, 4); a 4x4 convolution to 256 channels makes (B, 256, 1, 1); two
 linear heads give the mean and the (softplus) scale of q(z|x). A 128x128 image gets one more
 stride-2 convolution. The decoder mirrors it and ends in logits; the image mean is their sigmoid.
-With refine_channels = R > 0 its last transposed convolution makes R full-resolution feature maps
-instead of the logits, and a ReLU and a 3x3 convolution turn them into the logits: one nonlinear
-layer at full resolution (the paper's decoder goes from 32x32 features to pixels in one linear step).
 With gates = G > 0 the decoder also reads, for each of the first G latents (the characteristic
 latents z_c), a learned soft step g_i = sigmoid(s_i (z_i - c_i)): a label's presence as one input it
 can act on fully, however far z_i sits from the boundary (without it, the paper's decoder draws a
 characteristic with a strength that grows with z_i, so the faces the encoder puts near the
-boundary get faint earrings). Measured on the synthetic faces (README, v9): the gates raised the
-hair and Bald edits and kept the earrings graded, which the decoder learnt with a shallow slope.
+boundary get faint earrings).
 With film = True every intermediate stage k of the decoder (the feature maps after each ReLU, widths
 128, 64, 32, 32 at 4x4 .. 32x32) is also modulated channel-wise by the latents (FiLM, Perez et al.
 2018): h_k <- h_k * (1 + gamma_k(z)) + beta_k(z), with gamma, beta one linear map of the decoder's
 input (z and the gates) that starts at zero, so training starts from the paper's decoder. A
 property of a small region (an earring's colour and kind) can then act at 32x32 directly instead of
 being carried there from the 1x1 bottleneck through four transposed convolutions.
-Measured on the synthetic faces (README, v12): +0.8 dB PSNR in fewer epochs and earrings seen in more
-resamples (0.79 -> 0.84), with weaker hair and Bald edits; with 9 epochs of the intervention term instead
-of 6 (v14) the edits improved (app's edits 0.983; plain Bald 0.892, Black_Hair 0.899) and the earrings fell
-to 0.80. The bundled model does not use it.
 """
 from __future__ import annotations
 
@@ -86,7 +78,6 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """z (B, latent_dim) -> logits (B, C, H, W); the image mean is sigmoid(logits).
 
-    refine_channels: 0 for the paper's decoder; R > 0 adds (B, R, H, W) features -> ReLU -> 3x3 conv.
     gates: 0 for the paper's decoder; G > 0 appends g = sigmoid(s * (z[:, :G] - c)), (B, G), to its
         input, with centres c (G,) starting at 0 (midway between the conditional prior's starting
         means) and slopes s = exp(log_s) (G,) starting at GATE_SLOPE.
@@ -97,10 +88,8 @@ class Decoder(nn.Module):
     GATE_SLOPE = 4.0
 
     def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int,
-                 refine_channels: int = 0, gates: int = 0, film: bool = False):
+                 gates: int = 0, film: bool = False):
         super().__init__()
-        if refine_channels < 0:
-            raise ValueError(f"refine_channels must be 0 (none) or positive, got {refine_channels}")
         if not 0 <= gates <= latent_dim:
             raise ValueError(f"gates must be between 0 (none) and latent_dim={latent_dim}, got {gates}")
         _check_channels(image_size, channels)
@@ -118,11 +107,7 @@ class Decoder(nn.Module):
         layers = [nn.Unflatten(1, (hidden_dim, 1, 1)), nn.ConvTranspose2d(hidden_dim, rev[0], 4, 1, 0), nn.ReLU(inplace=True)]
         for c_in, c_out in zip(rev, rev[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
-        if refine_channels:
-            layers += [nn.ConvTranspose2d(rev[-1], refine_channels, 4, 2, 1), nn.ReLU(inplace=True),
-                       nn.Conv2d(refine_channels, out_channels, 3, 1, 1)]
-        else:
-            layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1)]
+        layers += [nn.ConvTranspose2d(rev[-1], out_channels, 4, 2, 1)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -137,7 +122,7 @@ class Decoder(nn.Module):
         n, k = len(self.film_widths), 0
         for layer in self.body:
             h = layer(h)
-            if k < n and isinstance(layer, nn.ReLU):  # the stages' ReLUs come first; the refine stage's is last
+            if k < n and isinstance(layer, nn.ReLU):  # after each stage's ReLU
                 h = h * (1 + mod[k]) + mod[n + k]
                 k += 1
         return h
