@@ -20,6 +20,8 @@ from typing import BinaryIO, Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
@@ -150,17 +152,15 @@ def to_data_url(image: Image.Image) -> str:
 
 
 def grid(images: list[Image.Image], *, columns: int) -> Image.Image:
-    """Tile equally sized images row by row into one image."""
+    """Tile equally sized images row by row into one image (white where the last row is short)."""
     if not images:
         raise ValueError("grid needs at least one image")
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
-    width, height = images[0].size
-    rows = -(-len(images) // columns)
-    sheet = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
-    for k, image in enumerate(images):
-        sheet.paste(image, ((k % columns) * width, (k // columns) * height))
-    return sheet
+    tiles = torch.stack([pil_to_tensor(image.convert("RGB")) for image in images])  # (N, 3, H, W) uint8
+    missing = -len(images) % columns  # white tiles that complete the last row
+    tiles = torch.cat([tiles, torch.full_like(tiles[:1], 255).expand(missing, -1, -1, -1)])
+    return to_pil_image(make_grid(tiles, nrow=columns, padding=0))
 
 
 def _describe(source: ImageSource) -> str:

@@ -5,10 +5,6 @@ when it fits, so a batch is an on-device gather; on the CPU it is read into memo
 """
 from __future__ import annotations
 
-import argparse
-import math
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
@@ -48,39 +44,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     resumed run sees the same order."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
-
-
-def weighted_epoch_order(weights: torch.Tensor | np.ndarray, seed: int, epoch: int) -> torch.Tensor:
-    """One epoch of len(weights) indices drawn with replacement, index i with probability
-    weights[i] / sum(weights): oversampling (a face of weight 3 is seen three times as often as one
-    of weight 1). Like epoch_order, a function of (seed, epoch) only."""
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-    if w.ndim != 1 or len(w) == 0 or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be a non-empty 1-D array of finite non-negative numbers with a positive sum, "
-                         f"got shape {tuple(w.shape)}, min {w.min().item() if w.numel() else None}")
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.multinomial(w, len(w), replacement=True, generator=g)
-
-
-def parse_oversample(text: str) -> tuple[str, float]:
-    """A command line's --oversample LABEL=W: (LABEL, W), W a positive finite number (the label is
-    checked against the data by oversample_weights)."""
-    label, sep, w = text.partition("=")
-    try:
-        factor = float(w)
-    except ValueError:
-        factor = math.nan
-    if not sep or not label or not (factor > 0 and math.isfinite(factor)):
-        raise argparse.ArgumentTypeError(f"expected LABEL=W with W a positive number, got {text!r}")
-    return label, factor
-
-
-def oversample_weights(labels: np.ndarray, names: Sequence[str], label: str, factor: float) -> np.ndarray:
-    """(N,) sampling weights for weighted_epoch_order: `factor` for the faces whose `label` is 1, 1 for
-    the rest (labels: (N, L) 0/1 in the order of `names`)."""
-    if label not in names:
-        raise ValueError(f"--oversample: unknown label {label!r}; the data's labels are {list(names)}")
-    return np.where(np.asarray(labels)[:, list(names).index(label)] == 1, float(factor), 1.0)
 
 
 def schedule(num_labelled_batches: int, num_unlabelled_batches: int) -> list[bool]:

@@ -7,35 +7,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
 
 from ccvae import editing
 
 GAP = 2
 
 
-def _tiles(x: torch.Tensor) -> np.ndarray:
-    """(..., C, H, W) in [0, 1] -> uint8 (..., H, W, C)."""
-    return (x.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).movedim(-3, -1).cpu().numpy()
-
-
 def grid(rows: torch.Tensor, row_names: list[str] | None = None, *, scale: int = 1, label_width: int = 120) -> Image.Image:
-    """rows: (R, N, C, H, W) images -> a grid image, each row named on the left."""
-    t = _tiles(rows)
-    R, N, H, W, _ = t.shape
-    left = label_width if row_names else 0
-    canvas = np.full((R * (H + GAP) + GAP, left + N * (W + GAP) + GAP, 3), 255, np.uint8)
-    for r in range(R):
-        for n in range(N):
-            y0, x0 = GAP + r * (H + GAP), left + GAP + n * (W + GAP)
-            canvas[y0:y0 + H, x0:x0 + W] = t[r, n]
-    img = Image.fromarray(canvas)
+    """rows: (R, N, C, H, W) images in [0, 1] -> a grid image on white, each row named on the left."""
+    R, N = rows.shape[:2]
+    sheet = make_grid(rows.detach().float().clamp(0, 1).flatten(0, 1).cpu(), nrow=N, padding=GAP, pad_value=1.0)
+    img = to_pil_image(sheet)
+    if row_names:
+        named = Image.new("RGB", (label_width + img.width, img.height), (255, 255, 255))
+        named.paste(img, (label_width, 0))
+        img = named
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.LANCZOS)
     if row_names:
         draw = ImageDraw.Draw(img)
+        H = rows.shape[-2]
         for r, name in enumerate(row_names):
             draw.text((4, (GAP + r * (H + GAP) + H // 2 - 5) * scale), name, fill=(0, 0, 0))
     return img

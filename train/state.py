@@ -20,17 +20,6 @@ from ccvae import hub
 
 TENSORS = "training_state.safetensors"
 META = "training_state.json"
-ARGS = "args.json"  # beside state/: the arguments of every start of the run
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    """The arguments of every start of the run in `run_dir` (its args.json), oldest first; [] if none.
-    (A file from before resumes were recorded holds one dict.)"""
-    path = Path(run_dir) / ARGS
-    if not path.is_file():
-        return []
-    history = json.loads(path.read_text())
-    return history if isinstance(history, list) else [history]
 
 
 def replace_dir(target: Path, write) -> None:
