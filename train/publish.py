@@ -1,6 +1,7 @@
 """Publish a trained model to the Hugging Face Hub: `python -m train.publish RUN_DIR --repo-id USER/NAME`.
 
-Uploads the model folder (config.json, model.safetensors, README.md model card, traversal.png)
+Uploads the model folder (config.json, model.safetensors, README.md model card, traversal.png,
+the run's settings train_config.json and its metrics.json when present)
 and the last epoch's sample figures (under samples/) in ONE commit, so the repository never holds
 half an upload. `--dry-run OUT_DIR` writes exactly the folder that would be uploaded and stops.
 The folder is loaded with CCVAE.from_pretrained before anything is sent.
@@ -18,7 +19,7 @@ from pathlib import Path
 from ccvae import CCVAE, CheckpointError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-MODEL_FILES = ("config.json", "model.safetensors", "README.md", "traversal.png")
+MODEL_FILES = ("config.json", "model.safetensors", "README.md", "traversal.png", "train_config.json", "metrics.json")
 
 
 class PublishError(Exception):

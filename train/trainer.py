@@ -388,7 +388,8 @@ def validate(model: CCVAE, data, batch_size: int = 500) -> dict[str, float]:
 
 def write_model(model: CCVAE, out: Path, config: TrainConfig, counters: dict, faces: torch.Tensor,
                 metrics: dict | None) -> None:
-    """The run's model folder in the Hub layout, with its settings, model card and a traversal figure."""
+    """The run's model folder in the Hub layout, with its settings, model card, a traversal figure
+    and, once evaluated, its metrics."""
     def write(tmp: Path) -> None:
         from ccvae import hub
 
@@ -396,6 +397,8 @@ def write_model(model: CCVAE, out: Path, config: TrainConfig, counters: dict, fa
         save(config, tmp / CONFIG_NAME)
         figures.traversal_figure(model, faces[:2]).save(tmp / "traversal.png")
         modelcard.write(tmp, model=model, config=config, counters=counters, metrics=metrics)
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     replace_dir(out / "model", write)
 
