@@ -83,6 +83,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: the recipe (or, with --resume, the run's saved settings) with the
     command line's overrides."""
     if args.resume:
+        if args.recipe:
+            raise ValueError("--resume continues a run with the settings saved in its folder; leave out --recipe "
+                             "(a flag still overrides one setting)")
         saved = args.out / CONFIG_NAME
         if not saved.is_file():
             raise FileNotFoundError(f"--resume: {args.out} holds no {CONFIG_NAME}; not a run of python -m train")
