@@ -30,7 +30,7 @@ the networks, the parameters, and checkpoint I/O (through `ccvae.hub`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from huggingface_hub import PyTorchModelHubMixin
 
 from .distributions import LIKELIHOODS, DiagonalGaussian, Emphasis, image_log_likelihood, upcast
 from .networks import Decoder, Encoder, default_channels
+from .photos import check_error_stats, check_framing
 
 FORMAT_VERSION = 1
 
@@ -79,6 +80,12 @@ class CCVAE(
     fitted_style_prior: generation samples z_s from a Gaussian fitted to the aggregate posterior
         (the buffers style_prior_loc (S,) and style_prior_tril (S, S), S = latent_dim - L, set by
         `fit_style_prior`) instead of N(0, I). False: N(0, I), as in the paper.
+    framing: where the training images have their eyes ({"left_eye": [x, y], "right_eye": [x, y],
+        "aspect": a, "crop": "..."}, [0, 1] image coordinates; `ccvae.photos`), so a photo can be
+        aligned like them. None: unknown (photos are centre-cropped).
+    reconstruction_error: quantiles of the reconstruction error of held-out images ({"images",
+        "n", "p50", "p90", "p99", "max"}; `photos.fit_reconstruction_error`), against which an
+        upload is found out of domain. None: not measured.
     """
 
     def __init__(
@@ -99,6 +106,8 @@ class CCVAE(
         prior_separation: float = 2.0,
         exclusive_labels: Sequence[Sequence[str]] = (),
         fitted_style_prior: bool = False,
+        framing: Mapping | None = None,
+        reconstruction_error: Mapping | None = None,
     ):
         super().__init__()
         label_names = [str(n) for n in label_names]
@@ -130,6 +139,8 @@ class CCVAE(
             likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
             fitted_style_prior=bool(fitted_style_prior),
+            framing=None if framing is None else check_framing(framing),
+            reconstruction_error=None if reconstruction_error is None else check_error_stats(reconstruction_error),
         )
         L = len(label_names)
         # (L, L) bool, symmetric: derived from the config once, read on every edit (editing.intervene)

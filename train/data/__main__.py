@@ -3,6 +3,7 @@
     python -m train.data preview synthetic --n 64 --out grid.png
     python -m train.data preview celeba --root DIR --out grid.png
     python -m train.data preview folder --root DIR --labels FILE.csv --out grid.png
+    python -m train.data preview folder --root DIR --labels FILE.csv --align celeba --out grid.png
     python -m train.data stats synthetic --split test
     python -m train.data bench synthetic --n 5000
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DATASET_NAMES, load_dataset
+from . import ALIGN_CHOICES, DATASET_NAMES, load_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         s.add_argument("--image-size", type=int, default=64)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--center-crop", action="store_true")
+        s.add_argument("--align", choices=ALIGN_CHOICES, default=None,
+                       help="folder: find each photo's face and align its eyes to this dataset's framing")
         s.add_argument("--cache-dir", default=None)
         s.add_argument("--n", type=int, default={"preview": 64, "stats": None, "bench": 5000}[name],
                        help="number of images" + (" (default: the whole split)" if name == "stats" else ""))
@@ -49,6 +52,8 @@ def _load(args, limit):
     split = args.split or ("all" if args.dataset == "folder" else "train")
     names = args.label_names.split(",") if args.label_names else None
     kwargs = dict(root=args.root, labels_csv=args.labels, center_crop=args.center_crop) if args.dataset != "synthetic" else {}
+    if args.align is not None:
+        kwargs["align"] = args.align
     return load_dataset(args.dataset, split, label_names=names, image_size=args.image_size, seed=args.seed,
                         limit=limit, cache_dir=args.cache_dir, **kwargs)
 

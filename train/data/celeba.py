@@ -34,6 +34,27 @@ WHERE = ("CelebA can be obtained from https://mmlab.ie.cuhk.edu.hk/projects/Cele
          "'jessicali9530/celeba-dataset'")
 
 
+# Mean eye centres of img_align_celeba (178 x 218 pixels, list_landmarks_align_celeba.txt: about
+# (69, 111) and (108, 111), to a pixel or two), and the framing each preprocessing gives them.
+ALIGNED_SIZE = (178, 218)
+ALIGNED_EYES = ((69.0, 111.0), (108.0, 111.0))
+
+
+def framing(*, center_crop: bool = False) -> dict:
+    """Where CelebA's eyes sit in the model's input (``ccvae.photos`` framing): the whole 178 x 218
+    image resized to a square (faces squeezed vertically, aspect 178/218), or, with center_crop,
+    its centred 148 x 148 square resized."""
+    w, h = ALIGNED_SIZE
+    if center_crop:
+        left, top = (w - CROP) / 2, (h - CROP) / 2
+        eyes = [[(x - left) / CROP, (y - top) / CROP] for x, y in ALIGNED_EYES]
+        return {"left_eye": eyes[0], "right_eye": eyes[1], "aspect": 1.0,
+                "crop": f"CelebA img_align_celeba ({w}x{h}): the centred {CROP}x{CROP} square, resized"}
+    eyes = [[x / w, y / h] for x, y in ALIGNED_EYES]
+    return {"left_eye": eyes[0], "right_eye": eyes[1], "aspect": w / h,
+            "crop": f"CelebA img_align_celeba ({w}x{h}), resized whole to a square"}
+
+
 class DatasetError(ValueError):
     """A dataset folder or file that cannot be used as it is; the message says why."""
 

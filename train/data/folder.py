@@ -4,6 +4,10 @@ The CSV's first column is the file name (relative to the folder), its header nam
 its cells are 0, 1, or empty (unknown). Images that cannot be read are reported by name,
 counted and skipped while the cache is built, so no epoch meets them.
 
+With ``align`` (a framing, e.g. ``framing("celeba")`` from train.data), each image's face is found
+and cropped so that its eyes land where that framing has them (``ccvae.photos.align``); images
+without a face are centre-cropped, and counted. Without it, the largest centred square is kept.
+
 There is no official split: a file belongs to "val" or "test" (5% each) by a hash of its name,
 to "train" otherwise; "all" takes every file.
 """
@@ -20,6 +24,7 @@ import numpy as np
 from .celeba import DatasetError
 
 FOLDER_SPLITS = ("train", "val", "test", "all")
+NO_FACE = "no face found: centre-cropped"  # not an error: the image is kept
 
 
 def read_labels_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -68,20 +73,28 @@ def split_of(file: str) -> str:
 
 def _decode(job) -> tuple[int, str | None]:
     from ccvae.images import load_image
+    from ccvae.photos import align_source
 
-    out_path, k, file, size = job
+    out_path, k, file, size, framing = job
     try:
-        arr = np.asarray(load_image(file, size=size), dtype=np.uint8)
+        if framing is None:
+            arr = np.asarray(load_image(file, size=size), dtype=np.uint8)
+        else:
+            aligned = align_source(file, framing, size=size)
+            arr = np.asarray(aligned.image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as e:
         return k, str(e) or type(e).__name__
     images = np.load(out_path, mmap_mode="r+")
     images[k] = arr
-    return k, None
+    return k, None if framing is None or aligned.has_face else NO_FACE
 
 
 def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image_size: int = 64,
-                limit: int | None = None, cache_dir=None, progress: bool = True, workers: int | None = None):
-    """The images listed in ``labels_csv`` under ``root`` as an ImageSet; unreadable ones skipped."""
+                limit: int | None = None, cache_dir=None, progress: bool = True, workers: int | None = None,
+                align=None):
+    """The images listed in ``labels_csv`` under ``root`` as an ImageSet; unreadable ones skipped.
+    align: a framing to align each face to (module docstring), or None for centred squares."""
+    from ccvae.photos import check_framing
     from . import cache
     from .celeba import _run
     from .imageset import ImageSet
@@ -93,6 +106,7 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
         raise DatasetError(f"image folder {root} does not exist")
     if labels_csv is None:
         raise DatasetError("a folder dataset needs labels_csv, the CSV of labels (file,<label>,...)")
+    framing = None if align is None else check_framing(align)
     files, values, names = read_labels_csv(Path(labels_csv))
     rows = [i for i, f in enumerate(files) if split == "all" or split_of(f) == split]
     if limit is not None:
@@ -108,14 +122,18 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
     spec = {"dataset": "folder", "root": str(root.resolve()), "split": split, "size": image_size,
             "csv": hashlib.sha256(Path(labels_csv).read_bytes()).hexdigest(),
             "files": cache.cache_key({"stamps": [stamp(files[i]) for i in rows]}), "version": 1}
+    if framing is not None:
+        spec["align"] = framing  # only when set: caches of centre-cropped folders keep their key
     path = cache.entry_path(cache_dir, "folder", split, spec)
     if not cache.is_complete(path):
         tmp = cache.begin(path)
         try:
             full = cache.new_images(tmp, len(rows), image_size)
             full.flush()
-            jobs = [(tmp / "images.npy", k, root / files[i], image_size) for k, i in enumerate(rows)]
-            bad = _run(_decode, jobs, progress, f"reading {root.name}", workers)
+            jobs = [(tmp / "images.npy", k, root / files[i], image_size, framing) for k, i in enumerate(rows)]
+            results = _run(_decode, jobs, progress, f"reading {root.name}", workers)
+            bad = [(k, err) for k, err in results if err != NO_FACE]
+            no_face = [files[rows[k]] for k, err in results if err == NO_FACE]
             skipped = [(files[rows[k]], err) for k, err in bad]
             keep = np.setdiff1d(np.arange(len(rows)), [k for k, _ in bad])
             if bad:
@@ -128,7 +146,7 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
                 out.flush()
                 del out
             cache.commit(tmp, path, labels=values[np.asarray(rows, dtype=np.int64)[keep]] if len(rows) else values[:0],
-                         meta={**spec, "label_names": names, "skipped": skipped,
+                         meta={**spec, "label_names": names, "skipped": skipped, "no_face": no_face,
                                "files": [files[rows[k]] for k in keep]})
         except BaseException:
             cache.abort(tmp)
@@ -139,6 +157,10 @@ def load_folder(root, labels_csv, split: str = "all", *, label_names=None, image
         listed = "; ".join(f"{f}: {why}" for f, why in skipped[:10])
         warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(rows)} in {root}: {listed}"
                       f"{' ...' if len(skipped) > 10 else ''}", stacklevel=2)
+    no_face = meta.get("no_face", [])
+    if no_face:
+        warnings.warn(f"no face found in {len(no_face)} of {len(rows)} images in {root} (centre-cropped instead): "
+                      f"{'; '.join(no_face[:10])}{' ...' if len(no_face) > 10 else ''}", stacklevel=2)
     ds = ImageSet(images, labels, names, name=f"folder/{root.name}/{split}", skipped=skipped)
     if label_names is not None:
         ds = ds.select_labels(list(label_names))
