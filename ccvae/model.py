@@ -19,11 +19,10 @@ which smile), so resampling z_i under y_i = 1 gives a new variant of it.
 
 Training fits q(z_s | x) to N(0, I), but the encoder need not fill it: the aggregate posterior
 q(z_s) = E_x q(z_s | x) can be narrower, or correlated, and prior samples then fall where the
-decoder never learned to draw (v26 in the README: aggregate std 0.72, conditional accuracy 0.875
-from N(0, I) against 0.930 from the style of real faces). `fit_style_prior` fits a full-covariance
-Gaussian N(m, L L^T) to samples of q(z_s) once training is over (ex-post density estimation,
-Ghosh et al. 2020; the second stage of Dai & Wipf 2019, with one Gaussian); generation then
-draws z_s = m + L eps. The objective still uses N(0, I): the fitted prior changes sampling only.
+decoder never learned to draw, and conditional generation from N(0, I) fails more often.
+`fit_style_prior` fits a full-covariance Gaussian N(m, L L^T) to samples of q(z_s) once
+training is over (ex-post density estimation, Ghosh et al. 2020; the second stage of Dai & Wipf
+2019, with one Gaussian); generation then draws z_s = m + L eps. The objective still uses N(0, I): the fitted prior changes sampling only.
 
 The objective lives in `ccvae.objective`, latent operations in `ccvae.editing`; this module holds
 the networks, the parameters, and checkpoint I/O (through `ccvae.hub`).
@@ -38,11 +37,16 @@ from torch import nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
-from .distributions import LIKELIHOODS, DiagonalGaussian, Emphasis, image_log_likelihood, upcast
+from .distributions import LIKELIHOODS, DiagonalGaussian, image_log_likelihood, upcast
 from .networks import Decoder, Encoder, default_channels
 from .photos import check_error_stats, check_framing
 
 FORMAT_VERSION = 1
+# config keys earlier versions wrote and this one refuses (strict loading), with what became of them
+REMOVED_CONFIG_KEYS = {
+    "refine_channels": "the refining decoder stage was removed; every model uses the paper's decoder end",
+    "learn_scale": "the likelihood scale is always learned",
+}
 
 
 class CCVAE(
@@ -60,18 +64,13 @@ class CCVAE(
     image_size: 64 or 128 (any 4 * 2**n); images are (B, in_channels, image_size, image_size).
     channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
-    refine_channels: 0 for the paper's decoder; R > 0 ends it with R full-resolution feature maps,
-        a ReLU and a 3x3 convolution (R = 16 on the synthetic faces: ~30% more time per step,
-        +0.45 dB PSNR in fewer epochs; README, v8).
     label_gates: the decoder also reads a learned soft step sigmoid(s_i (z_i - c_i)) of every
         characteristic latent (networks.Decoder), so it can draw a label fully wherever z_i reads
-        present; False: the paper's decoder. The bundled synthetic-faces model uses it (README, v9).
+        present; False: the paper's decoder.
     decoder_film: the decoder's intermediate feature maps are also scaled and shifted channel-wise
         by a linear map of z that starts at zero (FiLM; networks.Decoder); False: the paper's decoder.
-        Not used by the bundled model (README, v12: sharper, weaker hair and Bald edits).
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
-    likelihood_scale: the scale of p(x|z) (its initial value if learn_scale).
-    learn_scale: learn one global scale of p(x|z) by maximum likelihood.
+    likelihood_scale: the initial scale of p(x|z); one global scale is learned by maximum likelihood.
     prior_separation: initial distance between the means of p(z_i|y_i=0) and p(z_i|y_i=1)
         (at -sep/2 and +sep/2; the official code starts both at 0, so nothing breaks the tie).
     exclusive_labels: pairs of label names the training data never shows present together
@@ -97,12 +96,10 @@ class CCVAE(
         in_channels: int = 3,
         channels: Sequence[int] | None = None,
         hidden_dim: int = 256,
-        refine_channels: int = 0,
         label_gates: bool = False,
         decoder_film: bool = False,
         likelihood: str = "laplace",
         likelihood_scale: float = 0.1,
-        learn_scale: bool = True,
         prior_separation: float = 2.0,
         exclusive_labels: Sequence[Sequence[str]] = (),
         fitted_style_prior: bool = False,
@@ -134,9 +131,9 @@ class CCVAE(
         self.config = dict(
             label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
             in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
-            refine_channels=int(refine_channels), label_gates=bool(label_gates),
+            label_gates=bool(label_gates),
             decoder_film=bool(decoder_film),
-            likelihood=likelihood, likelihood_scale=float(likelihood_scale), learn_scale=bool(learn_scale),
+            likelihood=likelihood, likelihood_scale=float(likelihood_scale),
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
             fitted_style_prior=bool(fitted_style_prior),
             framing=None if framing is None else check_framing(framing),
@@ -150,8 +147,7 @@ class CCVAE(
             self._exclusive[i, j] = self._exclusive[j, i] = True
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
         self.encoder = Encoder(in_channels=in_channels, **net)
-        self.decoder = Decoder(out_channels=in_channels, refine_channels=int(refine_channels),
-                               gates=L if label_gates else 0, film=bool(decoder_film), **net)
+        self.decoder = Decoder(out_channels=in_channels, gates=L if label_gates else 0, film=bool(decoder_film), **net)
         # q(y_i | z_i) = sigmoid(a_i z_i + b_i)
         self.classifier_weight = nn.Parameter(torch.ones(L))
         self.classifier_bias = nn.Parameter(torch.zeros(L))
@@ -159,8 +155,8 @@ class CCVAE(
         half = prior_separation / 2
         self.prior_loc = nn.Parameter(torch.stack([torch.full((L,), -half), torch.full((L,), half)]))
         self.prior_raw_scale = nn.Parameter(torch.full((2, L), _softplus_inverse(1.0)))
-        # p(x | z) scale, in log space; a frozen parameter when not learned
-        self.log_likelihood_scale = nn.Parameter(torch.tensor(float(likelihood_scale)).log(), requires_grad=learn_scale)
+        # p(x | z) scale, in log space
+        self.log_likelihood_scale = nn.Parameter(torch.tensor(float(likelihood_scale)).log())
         # p(y_i = 1): set from the labelled data's frequencies by training, saved with the weights
         self.register_buffer("label_prior", torch.full((L,), 0.5))
         if fitted_style_prior:
@@ -279,10 +275,9 @@ class CCVAE(
     def likelihood_scale(self) -> torch.Tensor:
         return self.log_likelihood_scale.exp()
 
-    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor, *, emphasis: float | Emphasis = 0.0) -> torch.Tensor:
-        """log p(x | z) summed over pixels: (B,). emphasis: reweights the gradient of the logits
-        per pixel, never the value (`distributions.emphasise_residuals`)."""
-        return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale(), emphasis=emphasis)
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over pixels, for x (B, C, H, W) and the decoder's logits: (B,)."""
+        return image_log_likelihood(x, logits, self.config["likelihood"], self.likelihood_scale())
 
     def set_label_prior(self, frequencies: torch.Tensor | Sequence[float]) -> None:
         """Set p(y_i = 1) from the labelled data's frequencies (clamped away from 0 and 1)."""
