@@ -103,23 +103,20 @@ def test_exclusive_labels_travel_with_the_weights_and_old_configs_still_load(tmp
         CCVAE.from_pretrained(tmp_path / "m")
 
 
-def test_refined_decoder_travels_with_the_weights_and_old_configs_build_the_paper_decoder(tmp_path):
-    model = tiny_model(refine_channels=5)
-    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(5, 3, (3, 3))]
-    z = torch.randn(2, 6)
-    assert editing.decode(model, z).shape == (2, 3, 16, 16)
-    model.save_pretrained(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["refine_channels"] == 5
-    assert torch.equal(editing.decode(CCVAE.from_pretrained(tmp_path / "m"), z), editing.decode(model, z))
-    plain = tiny_model()
-    plain.save_pretrained(tmp_path / "p")
-    config = json.loads((tmp_path / "p" / "config.json").read_text())
-    del config["refine_channels"]  # a checkpoint saved before the entry existed
-    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
-    assert torch.equal(editing.decode(CCVAE.from_pretrained(tmp_path / "p"), z), editing.decode(plain, z))
-    with pytest.raises(ValueError, match="refine_channels must be 0 \\(none\\) or positive, got -1"):
-        tiny_model(refine_channels=-1)
+@pytest.mark.parametrize("key, value, reason", [
+    ("refine_channels", 16, "the refining decoder stage was removed"),
+    ("refine_channels", 0, "the refining decoder stage was removed"),
+    ("learn_scale", True, "the likelihood scale is always learned"),
+])
+def test_a_config_carrying_a_removed_entry_is_refused_by_name(saved, key, value, reason):
+    """Checkpoints of earlier versions wrote refine_channels and learn_scale; loading one names the
+    entry and what became of it rather than building a different decoder silently."""
+    _, path = saved
+    _edit_config(path, lambda c: c.update({key: value}))
+    with pytest.raises(CheckpointError, match=rf"has the entry '{key}', which this ccvae no longer reads \({reason}"):
+        CCVAE.from_pretrained(path)
+    with pytest.raises(TypeError, match=key):
+        tiny_model(**{key: value})
 
 
 def test_label_gates_are_a_step_of_z_c_that_the_decoder_reads_and_they_travel_with_the_weights(tmp_path):
@@ -151,9 +148,8 @@ def test_label_gates_are_a_step_of_z_c_that_the_decoder_reads_and_they_travel_wi
         Decoder(image_size=16, out_channels=3, channels=[8, 8], hidden_dim=16, latent_dim=6, gates=7)
 
 
-@pytest.mark.parametrize("refine", [0, 4])
-def test_decoder_film_starts_as_the_plain_decoder_then_modulates_every_stage_and_travels(tmp_path, refine):
-    plain, model = tiny_model(refine_channels=refine), tiny_model(refine_channels=refine, decoder_film=True)
+def test_decoder_film_starts_as_the_plain_decoder_then_modulates_every_stage_and_travels(tmp_path):
+    plain, model = tiny_model(), tiny_model(decoder_film=True)
     model.load_state_dict(plain.state_dict(), strict=False)  # the same weights, and film at its zero start
     D, widths = model.latent_dim, list(model.config["channels"])[::-1]
     assert model.decoder.film.out_features == 2 * sum(widths) and model.decoder.film.in_features == D

@@ -36,7 +36,8 @@ def test_supervised_training_learns_labels():
     torch.manual_seed(0)
     for step in range(300):
         idx = torch.randint(0, 512, (32,), generator=g)
-        loss = objective.supervised(model, x_train[idx], y_train[idx], k=16, classification_weight=100.0).loss
+        result = objective.supervised(model, x_train[idx], y_train[idx], k=16)
+        loss = result.loss - 100.0 * result.log_qyx.mean()  # the trainer's classification weight alpha
         opt.zero_grad()
         loss.backward()
         opt.step()

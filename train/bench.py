@@ -76,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="channels_last memory format (default on, as in training)")
     p.add_argument("--channels", type=int, nargs="+", metavar="C",
-                   help="the conv widths, as `python -m train --channels` (default: the paper's)")
+                   help="the conv widths, as the training setting channels (`python -m train --set channels=[...]`; "
+                        "default: the paper's)")
     return p.parse_args(argv)
 
 

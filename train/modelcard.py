@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 from .config import CONFIG_NAME, RECIPES, SETTING_FLAGS, TrainConfig, flag_dest, load_recipe, to_dict
@@ -52,12 +53,12 @@ def command(config: TrainConfig) -> str:
         return f"python -m train --recipe {CONFIG_NAME} --out runs/NAME   # {CONFIG_NAME}: beside this card"
     flags = {flag_dest(flag): flag for flag in SETTING_FLAGS}
     parts = [f"python -m train --recipe {best[0]}"]
-    for name, value in best[1].items():
+    for name, value in best[1].items():  # quoted for a POSIX shell (a --root with a space stays one word)
         if name in flags and value is not None:
-            parts.append(f"--{flags[name]} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value)))
+            parts.append(f"--{flags[name]} " + " ".join(shlex.quote(str(v)) for v in
+                                                      (value if isinstance(value, list) else [value])))
         else:
-            text = json.dumps(value)
-            parts.append(f"--set {name}=" + (f"'{text}'" if any(c in text for c in ' "[]') else text))
+            parts.append("--set " + shlex.quote(f"{name}={json.dumps(value)}"))
     return " ".join(parts + ["--out runs/NAME"])
 
 
