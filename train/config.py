@@ -21,6 +21,7 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 CONFIG_NAME = "train_config.json"  # in the run folder and in its model folder
 DATASETS = ("synthetic", "celeba", "folder")
 LIKELIHOODS = ("laplace", "gaussian", "bernoulli")
+ALIGN_CHOICES = ("synthetic", "celeba", "celeba-crop")  # train.data.ALIGN_CHOICES
 
 # the settings a flag overrides (every other one through a recipe file or --set NAME=VALUE)
 SETTING_FLAGS = {
@@ -65,6 +66,7 @@ class TrainConfig:
     sup_frac: float = 1.0  # labelled fraction f of the training set (0: unsupervised, 1: fully supervised)
     limit: int | None = None  # use only the first N training images (quick runs)
     val_limit: int = 2000  # validation images scored after each epoch
+    align: str | None = None  # folder: align each photo's face first (synthetic | celeba | celeba-crop framing)
     # model (ccvae.CCVAE's config)
     latent_dim: int = 45  # one characteristic latent per label, the rest style
     channels: list[int] | None = None  # encoder conv widths (default: the paper's 32 32 64 128 at 64x64)
@@ -110,6 +112,8 @@ def check(c: TrainConfig) -> None:
     need(0.0 <= c.sup_frac <= 1.0, "sup_frac", "in [0, 1]")
     need(c.limit is None or c.limit >= 1, "limit", "a positive number of images")
     need(c.val_limit >= 0, "val_limit", "a number of images >= 0")
+    need(c.align is None or (c.dataset == "folder" and c.align in ALIGN_CHOICES), "align",
+         f"None, or for the folder dataset one of {ALIGN_CHOICES}")
     need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "a positive number of images")
     need(c.latent_dim >= 1, "latent_dim", "positive")
     need(c.channels is None or (len(c.channels) > 0 and min(c.channels) >= 1), "channels", "positive widths")

@@ -141,7 +141,8 @@ def load_data(config: TrainConfig, split: str, limit: int | None):
     from .data import load_dataset
 
     return load_dataset(config.dataset, split, root=config.root, labels_csv=config.labels_csv,
-                        label_names=config.label_names, image_size=config.image_size, limit=limit)
+                        label_names=config.label_names, image_size=config.image_size, limit=limit,
+                        align=config.align)
 
 
 def main(config: TrainConfig, args: argparse.Namespace) -> int:
@@ -162,7 +163,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     if not args.resume and (out / "state").is_dir():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
-    from .data import semi_supervised
+    from .data import framing, semi_supervised
     from .data.labels import exclusive_pairs
 
     train_set = load_data(config, "train", config.limit)
@@ -183,7 +184,8 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     model = CCVAE(label_names=label_names, latent_dim=config.latent_dim, image_size=config.image_size,
                   channels=config.channels, hidden_dim=config.hidden_dim, label_gates=config.label_gates,
                   decoder_film=config.decoder_film, likelihood=config.likelihood,
-                  likelihood_scale=config.likelihood_scale, exclusive_labels=exclusive_labels)
+                  likelihood_scale=config.likelihood_scale, exclusive_labels=exclusive_labels,
+                  framing=framing(config.dataset, align=config.align))
     if config.fit_style_prior and model.style_dim == 0:
         raise ValueError(f"fit_style_prior needs style latents, but latent_dim {config.latent_dim} equals the "
                          f"number of labels ({model.num_labels})")
@@ -348,25 +350,47 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
 
-    if is_main and config.fit_style_prior:
-        from .fit_prior import describe, fit_style_prior
+    if is_main:
+        heldout_error(model, config, val_set)
+        if config.fit_style_prior:
+            from .fit_prior import describe, fit_style_prior
 
-        print(describe(fit_style_prior(model, train_set.images, n=config.fit_style_prior, seed=config.seed)),
-              file=sys.stderr)
-        if args.no_eval:  # otherwise written with the metrics below
-            write_model(model, out, config, counters, faces, metrics=None)
-    if is_main and not args.no_eval:
-        from . import evaluate
+            print(describe(fit_style_prior(model, train_set.images, n=config.fit_style_prior, seed=config.seed)),
+                  file=sys.stderr)
+        metrics = None
+        if not args.no_eval:
+            from . import evaluate
 
-        metrics = evaluate.evaluate(model, config.dataset, root=config.root, labels_csv=config.labels_csv,
-                                    image_size=config.image_size, limit=config.eval_limit)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        print(evaluate.format_table(metrics), file=sys.stderr)
+            metrics = evaluate.evaluate(model, config.dataset, root=config.root, labels_csv=config.labels_csv,
+                                        image_size=config.image_size, limit=config.eval_limit)
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            print(evaluate.format_table(metrics), file=sys.stderr)
         write_model(model, out, config, counters, faces, metrics=metrics)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def heldout_error(model: CCVAE, config: TrainConfig, val_set) -> None:
+    """Store the distribution of the reconstruction error on held-out images in the model's config
+    (`ccvae.photos.fit_reconstruction_error`), against which the app finds an upload out of
+    domain: the validation images, or the first test images when there are too few of them."""
+    from ccvae.photos import MIN_HELD_OUT, fit_reconstruction_error
+
+    heldout, split = val_set, "validation"
+    if heldout is None or len(heldout) < MIN_HELD_OUT:
+        try:
+            heldout, split = load_data(config, "test", 1000), "test"
+        except (ValueError, FileNotFoundError):
+            heldout = None
+    if heldout is None or len(heldout) < MIN_HELD_OUT:
+        print(f"note: fewer than {MIN_HELD_OUT} held-out images; the model stores no reconstruction-error "
+              "distribution, so the app cannot say when an upload is far from its training images", file=sys.stderr)
+        return
+    stats = fit_reconstruction_error(model, heldout.images, description=f"{config.dataset}, {split} split, "
+                                                                           f"{len(heldout)} images")
+    print(f"held-out reconstruction error (MSE): p50 {stats['p50']:.4g}, p99 {stats['p99']:.4g}", file=sys.stderr)
 
 
 def to_strings(config: TrainConfig, args: argparse.Namespace) -> dict:
