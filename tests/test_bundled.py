@@ -1,14 +1,10 @@
 """The bundled model: loads strictly, names the app's labels, and keeps its measured quality.
 
 The floors are the model card's figures (measured on 5,000 test faces) less a margin for the
-smaller sample here (300 faces, the oracle judging 100; measured there on 2026-12-02 for the v33
-model: PSNR 27.07, intervention success 0.947 (Bald 0.985, Black_Hair 0.990, Blond_Hair 0.695,
-Brown_Hair 0.700), feasible 0.986 (every label 0.938 or more), with the exclusive labels cleared
-as the app edits 0.986 (hair colours 0.995, 0.970, 0.950, Bald 0.995), conditional accuracy 0.919
-(0.949 with labels drawn as the app's random faces are), the oracle seeing each label in 0.83
-(Wearing_Hat, 11 faces) to 1.0 of the resamples, Wearing_Earrings 0.938). Labels below the
-issue's 0.90 intervention bar are listed in the README; the means are asserted at their measured
-level less that margin, so a regression still fails.
+smaller sample here (300 faces, the oracle judging 100: on this sample the model measures PSNR
+27.07, intervention success 0.947, with the exclusive labels cleared as the app edits 0.986,
+conditional accuracy 0.919, 0.949 with labels drawn as the app's random faces are). The means
+are asserted at their measured level less that margin, so a regression still fails.
 """
 from pathlib import Path
 
