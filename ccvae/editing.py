@@ -108,10 +108,12 @@ def sample_characteristic(model, label: int | str, present: bool | torch.Tensor,
 
 
 def resample_latent(model, z: torch.Tensor, label: int | str, *, present: bool,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """A new variant of label i's characteristic: z_i ~ p(z_i | y_i = present); all else kept. z: (B, D)."""
+                    generator: torch.Generator | None = None, as_edits: bool = False) -> torch.Tensor:
+    """A new variant of label i's characteristic: z_i ~ p(z_i | y_i = present); all else kept. z: (B, D).
+    as_edits=True sets each draw as `intervene` does (`clear_exclusive`: a new black hair clears brown)."""
     i = model.label_index(label)
-    return set_latent(z, i, sample_characteristic(model, i, present, z.shape[0], generator=generator).to(z.dtype))
+    out = set_latent(z, i, sample_characteristic(model, i, present, z.shape[0], generator=generator).to(z.dtype))
+    return clear_exclusive(model, out, [i]) if as_edits else out
 
 
 def resample_style(model, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -165,26 +167,45 @@ def generate(model, y: torch.Tensor, *, generator: torch.Generator | None = None
     return torch.cat([z_c, model.sample_style(y.shape[0], generator=generator)], 1)
 
 
+@torch.no_grad()
+def random_face(model, n: int = 1, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces nobody uploaded: y ~ p(y) with no two exclusive labels (``sample_labels(compatible=True)``),
+    then z ~ p(z | y) (`generate`). Returns (y (n, L), z (n, D))."""
+    y = sample_labels(model, n, generator=generator, compatible=True)
+    return y, generate(model, y, generator=generator)
+
+
+@torch.no_grad()
+def is_present(model, z: torch.Tensor, label: int | str) -> torch.Tensor:
+    """Which side of label i's slider each face is on: q(y_i = 1 | z_i) >= 0.5, a (...,) bool tensor."""
+    return label_probs(model, z)[..., model.label_index(label)] >= 0.5
+
+
 def swap(z: torch.Tensor, z_source: torch.Tensor, index: int) -> torch.Tensor:
     """z with characteristic `index` taken from z_source (same shape, or (1, D) to broadcast)."""
     return set_latent(z, index, z_source[..., index].expand(z.shape[:-1]))
 
 
 @torch.no_grad()
-def traverse(model, z: torch.Tensor, label: int | str, *, steps: int = 8, margin: float = DEFAULT_MARGIN) -> torch.Tensor:
-    """A 1-D walk of label i's latent over its own traversal range, absent -> present: (B, steps, D)."""
+def traverse(model, z: torch.Tensor, label: int | str, *, steps: int = 8, margin: float = DEFAULT_MARGIN,
+             as_edits: bool = False) -> torch.Tensor:
+    """A 1-D walk of label i's latent over its own traversal range, absent -> present: (B, steps, D).
+    as_edits=True sets each step as `intervene` (a slider) does: `clear_exclusive` clears the labels
+    exclusive with i where i reads present (a black-haired face's Blond_Hair walk turns blond)."""
     i = model.label_index(label)
     lo, hi = traversal_range(model, i, margin=margin)
     values = torch.linspace(lo, hi, steps, device=z.device, dtype=z.dtype)
     out = z.unsqueeze(1).repeat(1, steps, 1)
     out[:, :, i] = values
-    return out
+    return clear_exclusive(model, out, [i]) if as_edits else out
 
 
 @torch.no_grad()
 def traverse_grid(model, z: torch.Tensor, row_label: int | str, col_label: int | str, *, steps: int = 5,
-                  margin: float = DEFAULT_MARGIN) -> torch.Tensor:
-    """A 2-D grid: rows walk row_label's range, columns col_label's, each on its own range: (B, steps, steps, D)."""
+                  margin: float = DEFAULT_MARGIN, as_edits: bool = False) -> torch.Tensor:
+    """A 2-D grid: rows walk row_label's range, columns col_label's, each on its own range: (B, steps, steps, D).
+    as_edits=True sets each cell as the two sliders do (`clear_exclusive`; a grid over two hair
+    colours keeps both of its axes)."""
     i, j = model.label_index(row_label), model.label_index(col_label)
     if i == j:
         raise ValueError(f"a 2-D grid needs two different labels, got {model.label_names[i]!r} twice")
@@ -192,4 +213,4 @@ def traverse_grid(model, z: torch.Tensor, row_label: int | str, col_label: int |
     out = z[:, None, None, :].repeat(1, steps, steps, 1)
     out[:, :, :, i] = torch.linspace(ri0, ri1, steps, device=z.device, dtype=z.dtype)[None, :, None]
     out[:, :, :, j] = torch.linspace(rj0, rj1, steps, device=z.device, dtype=z.dtype)[None, None, :]
-    return out
+    return clear_exclusive(model, out, [i, j]) if as_edits else out

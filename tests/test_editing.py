@@ -187,3 +187,55 @@ def test_clear_exclusive_makes_walks_and_grids_into_edits_and_keeps_the_listed_a
 def test_invalid_exclusive_labels_are_named(pairs, message):
     with pytest.raises(ValueError, match=message):
         tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=pairs)
+
+
+def hair_and_smile_model():
+    """Black_Hair and Brown_Hair exclusive, Smiling free; q(y_i = 1 | z_i) = sigmoid(z_i) (present where z_i > 0)."""
+    model = tiny_model(labels=("Black_Hair", "Brown_Hair", "Smiling"), exclusive_labels=[["Black_Hair", "Brown_Hair"]])
+    with torch.no_grad():
+        model.prior_loc.copy_(torch.tensor([[-2.0, -3.0, -2.0], [2.0, 2.0, 2.0]]))
+    return model
+
+
+def test_walks_grids_and_resamples_as_edits_are_what_clear_exclusive_makes_of_them():
+    model = hair_and_smile_model()
+    z = torch.tensor([[-2.0, 2.0, 1.0, 0.5, 0.5, 0.5]])  # brown hair, smiling
+    walk = editing.traverse(model, z, "Black_Hair", steps=6)
+    assert torch.equal(editing.traverse(model, z, "Black_Hair", steps=6, as_edits=True),
+                       editing.clear_exclusive(model, walk, ["Black_Hair"]))
+    assert not torch.equal(editing.clear_exclusive(model, walk, ["Black_Hair"]), walk)  # brown cleared somewhere
+    grid = editing.traverse_grid(model, z, "Black_Hair", "Smiling", steps=3)
+    assert torch.equal(editing.traverse_grid(model, z, "Black_Hair", "Smiling", steps=3, as_edits=True),
+                       editing.clear_exclusive(model, grid, ["Black_Hair", "Smiling"]))
+    colours = editing.traverse_grid(model, z, "Black_Hair", "Brown_Hair", steps=3, as_edits=True)
+    assert torch.equal(colours, editing.traverse_grid(model, z, "Black_Hair", "Brown_Hair", steps=3))  # both axes kept
+    many = z.repeat(64, 1)
+    draws = editing.resample_latent(model, many, 0, present=True, generator=torch.Generator().manual_seed(0))
+    edits = editing.resample_latent(model, many, 0, present=True, generator=torch.Generator().manual_seed(0),
+                                    as_edits=True)
+    assert torch.equal(edits, editing.clear_exclusive(model, draws, [0]))
+    black = draws[:, 0] > 0
+    assert black.sum() > 32 and (edits[black, 1] == -3.0).all() and (edits[~black, 1] == 2.0).all()
+
+
+def test_random_faces_draw_compatible_labels_then_their_latents():
+    model = hair_and_smile_model()
+    model.set_label_prior([0.45, 0.45, 0.5])  # the factorised p(y) would ask for both colours in 1 of 5
+    y, z = editing.random_face(model, 200, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (200, 3) and z.shape == (200, model.latent_dim)
+    assert not (y[:, 0] * y[:, 1]).any() and 0.3 < y[:, 0].mean() < 0.6
+    assert ((z[:, :3] > 0).float() == y).float().mean() > 0.9  # z_i ~ p(z_i | y_i): mostly on y_i's side
+    again = editing.random_face(model, 200, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again[1], z)  # reproducible from the generator
+
+
+def test_is_present_tells_which_side_of_its_slider_a_face_is_on():
+    model = hair_and_smile_model()
+    z = torch.tensor([[-2.0, 2.0, 1.0, 0.5, 0.5, 0.5], [2.0, -3.0, -1.0, 0.5, 0.5, 0.5]])
+    assert editing.is_present(model, z, "Black_Hair").tolist() == [False, True]
+    assert editing.is_present(model, z, 2).tolist() == [True, False]
+    for i in range(model.num_labels):
+        absent, present = editing.traversal_range(model, i)
+        assert editing.is_present(model, editing.set_latent(z, i, present), i).all()
+        assert not editing.is_present(model, editing.set_latent(z, i, absent), i).any()
+    assert torch.equal(editing.is_present(model, z, 1), editing.label_probs(model, z)[:, 1] >= 0.5)
