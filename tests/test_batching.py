@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ccvae import editing
-from ccvae.batching import MicroBatcher
+from app_batching import MicroBatcher
 from conftest import tiny_model
 
 
