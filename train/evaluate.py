@@ -62,6 +62,11 @@ def evaluate(model: CCVAE, dataset: str, *, root=None, labels_csv=None, image_si
 
         oracle = load_oracle(oracle_path).to(model.device).eval()
         metrics.update(oracle_metrics(model, oracle, test.images, n=n_oracle, labels=test.labels))
+        from .factor_reader import DEFAULT_READER, load_factor_reader
+        from .factors import characteristic_metrics
+
+        reader = load_factor_reader(DEFAULT_READER).to(model.device)  # diversity against the true factors
+        metrics.update(characteristic_metrics(model, reader, test.images, test.labels, test.factors, n=n_oracle))
     metrics["per_label"] = _per_label(metrics)
     return metrics
 
