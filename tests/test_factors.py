@@ -1,7 +1,6 @@
 """The factor reader and the ground-truth diversity metrics (characteristic_coverage, style_kept)."""
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ from torch import nn
 from ccvae.distributions import DiagonalGaussian
 from ccvae.hub import CheckpointError
 from train.data.synthetic import FACTOR_NAMES, FACTOR_SHOWN_WHEN, LABEL_NAMES, render_range
-from train.factor_reader import (FactorReader, factor_specs, load_factor_reader, parse_args, main, quality,
-                                 shown_mask)
+from train.factor_reader import (BOOSTED, FactorReader, factor_specs, load_factor_reader, main, parse_args, quality,
+                                 shown_mask, training_faces)
 from train.factors import characteristic_metrics, kind_spread, own_factors, spread
 from train.oracle import to_tensor
 
@@ -195,6 +194,14 @@ def test_an_unreadable_factor_is_left_out_and_listed():
     f = dict(f, scale=np.random.default_rng(5).random(len(images)))   # the images no longer show this "scale"
     out = characteristic_metrics(MosaicModel(), MosaicReader(), images, labels, f, n=60, resamples=4)
     assert out["factors_unreadable"] == ["scale"]
+    # an own factor is checked on the faces with the label: unreadable there, it leaves the coverage
+    with_glasses = labels[:, 0] == 1
+    shape = f["glasses_shape"].copy()
+    shape[with_glasses] = np.random.default_rng(6).random(with_glasses.sum())
+    out = characteristic_metrics(MosaicModel(), MosaicReader(), images, labels, dict(f, glasses_shape=shape), n=60, resamples=4)
+    assert out["characteristic_factors"]["Eyeglasses"]["own_unreadable"] == ["glasses_shape"]
+    assert list(out["characteristic_factors"]["Eyeglasses"]["own"]) == ["glasses_hue"]
+    assert out["characteristic_coverage"]["Eyeglasses"] == out["characteristic_factors"]["Eyeglasses"]["own"]["glasses_hue"]
     with pytest.raises(ValueError, match="resamples must be at least 2 to have a spread, got 1"):
         characteristic_metrics(MosaicModel(), MosaicReader(), images, labels, f, resamples=1)
 
@@ -240,6 +247,20 @@ def test_damaged_reader_gives_a_clear_error(tmp_path, damage, message):
 def _edit_config(d, **changes):
     config = json.loads((d / "config.json").read_text())
     (d / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_training_faces_switch_characteristics_on_where_the_generator_allows_them():
+    plain_images, plain_labels, plain_factors = render_range(0, "train", 0, 200)
+    images, labels, factors = training_faces(0, 200, boost=0.0)
+    assert np.array_equal(images, plain_images) and np.array_equal(labels, plain_labels)
+    images, labels, factors = training_faces(0, 200, boost=0.5)
+    assert np.array_equal(factors, plain_factors)                      # the same faces, only more accessories
+    y = dict(zip(LABEL_NAMES, labels.T))
+    assert y["Eyeglasses"].mean() > 0.4 > plain_labels[:, LABEL_NAMES.index("Eyeglasses")].mean()
+    assert not (y["Bald"] & (y["Wearing_Hat"] | y["Bangs"])).any()   # never a hat or bangs on a bald head
+    assert (labels >= plain_labels * np.isin(LABEL_NAMES, list(BOOSTED))).all()   # nothing switched off
+    with pytest.raises(ValueError, match="boost must be a probability in \\[0, 1\\], got 1.5"):
+        training_faces(0, 2, boost=1.5)
 
 
 def test_the_cli_trains_saves_and_writes_a_card(tmp_path):
