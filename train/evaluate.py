@@ -81,9 +81,11 @@ def _per_label(m: dict) -> dict:
                      ("intervention_leakage", "interv. leakage"),
                      ("reconstruction_present", "present in reconstruction"),
                      ("conditional_accuracy_per_label", "conditional acc."),
-                     ("conditional_accuracy_compatible_per_label", "conditional acc. (compatible)")):
-        for nm, v in m.get(key, {}).items():
-            rows[nm][col] = v
+                     ("conditional_accuracy_compatible_per_label", "conditional acc. (compatible)"),
+                     ("characteristic_coverage", "coverage"), ("style_kept", "style kept")):
+        for nm, v in (m.get(key) or {}).items():
+            if v is not None:
+                rows[nm][col] = v
     for nm, d in m.get("diversity", {}).items():
         rows[nm]["diversity ratio"] = d["ratio"]
         rows[nm]["present in resamples"] = d["oracle_present"]

@@ -17,8 +17,9 @@ def metrics_table(metrics: dict) -> str:
     for key in ("mean_accuracy", "psnr", "mse", "intervention_success_mean", "intervention_success_feasible_mean",
                 "intervention_success_consistent_mean", "intervention_leakage_mean",
                 "conditional_accuracy", "conditional_accuracy_standard_prior", "conditional_accuracy_compatible",
-                "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean"):
-        if key in metrics:
+                "diversity_ratio_mean", "diversity_present_mean", "diversity_present_all_faces_mean",
+                "characteristic_coverage_mean", "style_kept_mean"):
+        if metrics.get(key) is not None:
             lines.append(f"| {key} | {metrics[key]:.4g} |")
     per = metrics.get("per_label", {})
     if per:
