@@ -41,7 +41,7 @@ def editor() -> app.Editor:
 
 @pytest.fixture
 def session(editor) -> app.Session:
-    return editor.initial()[-2]
+    return editor.initial()[-1]
 
 
 def from_data_url(url: str) -> Image.Image:
@@ -69,11 +69,11 @@ def write(tmp_path: Path, name: str, image: Image.Image, fmt: str, **kwargs) -> 
 
 def test_initial_outputs_follow_the_widget_order(editor):
     out = editor.initial()
-    assert len(out) == 3 + 2 * L + 2  # input, reconstruction, edited, sliders, probs, session, status
+    assert len(out) == 3 + 2 * L + 2  # input, reconstruction, edited, sliders, probs, status, session
     input_image, reconstruction, edited = (from_data_url(url) for url in out[:3])
     assert input_image.size == reconstruction.size == edited.size == (SIZE, SIZE)
     assert np.array_equal(pixels(edited), pixels(reconstruction))  # nothing edited yet
-    session = out[-2]
+    session = out[-1]
     assert isinstance(session, app.Session) and torch.equal(session.z, session.z_source)
     for i, value in enumerate(out[3 : 3 + L]):
         low, high, _ = editor.ranges[i]
@@ -176,10 +176,10 @@ def test_resample_is_reproducible_by_seed_and_differs_between_seeds(editor, sess
     a = editor.resample(0, session, seed=1)
     b = editor.resample(0, session, seed=1)
     c = editor.resample(0, session, seed=2)
-    assert torch.equal(a[3].z, b[3].z) and a[1] == b[1]
+    assert torch.equal(a[-1].z, b[-1].z) and a[1] == b[1]
     assert a[1] != c[1]
-    assert "seed 1" in a[4]
-    assert (a[3].z != session.z)[0].tolist() == [True] + [False] * 5
+    assert "seed 1" in a[3]
+    assert (a[-1].z != session.z)[0].tolist() == [True] + [False] * 5
 
 
 def test_resample_at_the_end_of_the_range_always_gives_a_new_value_inside_it(editor, session):
@@ -188,7 +188,7 @@ def test_resample_at_the_end_of_the_range_always_gives_a_new_value_inside_it(edi
     for i in range(len(editor.labels)):
         low, high, _ = editor.ranges[i]
         for end, present in ((high, True), (low, False)):
-            at_end = editor.slide(i, end, session)[2]
+            at_end = editor.slide(i, end, session)[-1]
             values = [editor.resample(i, at_end, present=present, seed=seed)[1] for seed in range(40)]
             assert all(low <= v <= high and v != end for v in values), (i, end, values)
 
@@ -199,13 +199,13 @@ def test_add_draws_from_present_and_remove_from_absent(editor, session):
         added = editor.resample(1, session, present=True, seed=seed)
         removed = editor.resample(1, session, present=False, seed=seed)
         assert added[1] > removed[1]
-        assert added[3].z[0, 1].item() == pytest.approx(added[1])  # slider shows the latent
+        assert added[-1].z[0, 1].item() == pytest.approx(added[1])  # slider shows the latent
 
 
 def test_resample_keeps_the_side_the_slider_is_on(editor, session):
     low, high, _ = editor.ranges[2]
-    on_present = editor.slide(2, high, session)[2]
-    on_absent = editor.slide(2, low, session)[2]
+    on_present = editor.slide(2, high, session)[-1]
+    on_absent = editor.slide(2, low, session)[-1]
     assert editor.resample(2, on_present, seed=3)[1] == editor.resample(2, on_present, present=True, seed=3)[1]
     assert editor.resample(2, on_absent, seed=3)[1] == editor.resample(2, on_absent, present=False, seed=3)[1]
 
@@ -215,16 +215,16 @@ def test_resample_keeps_the_side_the_slider_is_on(editor, session):
 
 def test_resample_style_keeps_every_characteristic(editor, session):
     out = editor.resample_style(session, seed=4)
-    new = out[-2]
+    new = out[-1]
     assert torch.equal(new.z[:, :L], session.z[:, :L])
     assert not torch.equal(new.z[:, L:], session.z[:, L:])
     assert list(out[1 : 1 + L]) == [editor.slider_value(session.z, i) for i in range(L)]
 
 
 def test_reset_returns_to_the_encoding_of_the_input(editor, session):
-    edited = editor.resample(0, editor.resample_style(session, seed=5)[-2], seed=6)[3]
+    edited = editor.resample(0, editor.resample_style(session, seed=5)[-1], seed=6)[-1]
     out = editor.reset(edited)
-    assert torch.equal(out[-2].z, session.z_source)
+    assert torch.equal(out[-1].z, session.z_source)
     assert np.array_equal(pixels(out[0]), pixels(editor.face(session.z_source)))
 
 
@@ -252,9 +252,9 @@ def test_grids_refuse_bad_labels_with_a_message_naming_them(editor, session):
 def test_swap_takes_the_characteristic_from_the_second_face(editor, session):
     with pytest.raises(gr.Error, match="second face"):
         editor.swap("Smiling", session)
-    _, with_donor, _ = editor.donor_random(session, seed=8)
+    _, _, with_donor = editor.donor_random(session, seed=8)
     out = editor.swap("Smiling", with_donor)
-    swapped = out[-2].z
+    swapped = out[-1].z
     assert swapped[0, 1] == with_donor.z_donor[0, 1]
     assert torch.equal(torch.cat([swapped[:, :1], swapped[:, 2:]], 1),
                        torch.cat([session.z[:, :1], session.z[:, 2:]], 1))
@@ -262,13 +262,13 @@ def test_swap_takes_the_characteristic_from_the_second_face(editor, session):
 
 def test_random_face_is_reproducible_and_reports_its_seed(editor):
     a, b = editor.random_face(seed=9), editor.random_face(seed=9)
-    assert torch.equal(a[-2].z, b[-2].z) and "seed 9" in a[-1]
-    assert not torch.equal(a[-2].z, editor.random_face(seed=10)[-2].z)
+    assert torch.equal(a[-1].z, b[-1].z) and "seed 9" in a[-2]
+    assert not torch.equal(a[-1].z, editor.random_face(seed=10)[-1].z)
 
 
 def test_examples_are_selectable_and_out_of_range_is_refused(editor):
     assert len(editor.examples) == app.NUM_EXAMPLES  # decoded faces when none are bundled
-    assert not torch.equal(editor.example(0)[-2].z, editor.example(1)[-2].z)
+    assert not torch.equal(editor.example(0)[-1].z, editor.example(1)[-1].z)
     with pytest.raises(gr.Error, match="example 99"):
         editor.example(99)
 
@@ -298,7 +298,7 @@ def photo(width=90, height=60) -> Image.Image:
 def test_upload_accepts_every_common_kind_of_photo(editor, tmp_path, name, make):
     out = editor.upload(make(tmp_path))
     assert from_data_url(out[0]).size == (SIZE, SIZE)  # decoded as RGB
-    assert torch.equal(out[-2].z, out[-2].z_source)
+    assert torch.equal(out[-1].z, out[-1].z_source)
 
 
 @pytest.mark.parametrize(
@@ -403,7 +403,7 @@ def test_build_demo_launches_nothing_and_wires_one_slider_per_label():
     assert [event for _, event in slide.targets] == ["release"]  # moves while dragging: live_slide
     assert slide.trigger_mode == "always_last" and slide.show_progress == "hidden"
     assert not slide.queue  # a move never waits behind a queued grid
-    assert [type(c).__name__ for c in slide.outputs] == ["HTML", "HTML", "State"]
+    assert [type(c).__name__ for c in slide.outputs] == ["HTML", "HTML"]
     assert not demo.is_running
     edited = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited")
     assert [fn.__name__ for fn in edited.server_fns] == ["live_slide"]
@@ -426,17 +426,73 @@ def test_a_bad_live_move_is_named(data, message):
 
 
 
-def test_storing_a_session_copies_no_tensor(monkeypatch):
-    """Gradio 6.31 serialises the gr.State's config (its initial session) each time a handler
-    returns a session; that must not deep-copy the latents on every slider move."""
+def test_the_app_keeps_its_sessions_in_its_own_store_not_in_gradio():
+    """No gr.State: Gradio's per-session records hold nothing of the app's, so the number of
+    them Gradio keeps (launch's state_session_capacity) can be small."""
     demo = app.build_demo(visible_model())
-    state = [c for c in demo.blocks.values() if isinstance(c, gr.State)][0]
-    assert isinstance(state.value, app.Session)
-    copies = []
-    deepcopy = torch.Tensor.__deepcopy__
-    monkeypatch.setattr(torch.Tensor, "__deepcopy__", lambda self, memo: copies.append(1) or deepcopy(self, memo))
-    state.get_config()  # what Gradio calls each time it stores a session for a browser
-    assert copies == []
+    assert not [c for c in demo.blocks.values() if isinstance(c, gr.State)]
+    assert isinstance(demo.sessions, app.SessionStore) and len(demo.sessions) == 0
+    assert app.launch_options()["state_session_capacity"] == app.GRADIO_SESSIONS_KEPT
+    events = {event for d in demo.fns.values() for _, event in d.targets}
+    assert {"load", "unload"} <= events  # a page's session is opened on load and dropped on unload
+
+
+def test_session_store_keeps_each_key_apart_and_forgets_unused_ones():
+    clock = [100.0]
+    store = app.SessionStore(ttl_s=10, clock=lambda: clock[0])
+    alice, bob = (app.Session(z_source=torch.full((1, 6), v), z=torch.full((1, 6), v)) for v in (1.0, 2.0))
+    store.put("alice", alice)
+    clock[0] += 6
+    store.put("bob", bob)
+    assert store.get("alice") is alice and store.get("bob") is bob and store.get("carol") is None
+    clock[0] += 9  # alice was used 9 s ago (the get renewed her), bob 9 s ago
+    assert len(store) == 2
+    assert store.get("alice") is alice
+    clock[0] += 2  # bob unused for 11 s: gone; alice used 2 s ago
+    assert store.get("bob") is None and len(store) == 1
+    store.pop("alice")
+    store.pop("nobody")
+    assert len(store) == 0
+    with pytest.raises(ValueError, match="positive number of seconds, got 0"):
+        app.SessionStore(ttl_s=0)
+
+
+def test_live_path_edits_only_its_own_session_and_refuses_unknown_or_expired_ones():
+    clock = [0.0]
+    demo = app.build_demo(visible_model(), session_ttl_s=60)
+    demo.sessions.clock = lambda: clock[0]
+    live_slide = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited").server_fns[0]
+    editor = app.Editor(visible_model())
+    start = editor.initial()[-1]
+    demo.sessions.put("alice", start)
+    demo.sessions.put("bob", start)
+    low, high, _ = editor.ranges[0]
+    answer = live_slide(["alice", 0, high + 100.0])  # beyond the range: shown at its end
+    assert answer["face"] == editor.slide(0, high, start)[0] and "q(present)" in answer["prob"]
+    assert demo.sessions.get("alice").z[0, 0].item() == pytest.approx(high)
+    assert torch.equal(demo.sessions.get("bob").z, start.z)
+    assert live_slide(["carol", 0, low]) == {"error": "session 'carol' is unknown or has expired: reload the page"}
+    clock[0] += 61
+    assert "unknown or has expired" in live_slide(["alice", 0, low])["error"]
+
+
+def test_labels_are_shown_as_words():
+    assert app.words("Mouth_Slightly_Open") == "Mouth slightly open"
+    assert app.words("No_Beard") == "No beard" and app.words("Eyeglasses") == "Eyeglasses"
+    assert app.words("5_o_Clock_Shadow") == "5 o'clock shadow" and app.words("Wearing_RGB_Hat") == "Wearing RGB hat"
+    labels = ["Mouth_Slightly_Open", "Black_Hair", "Smiling"]
+    torch.manual_seed(0)
+    model = CCVAE(label_names=labels, latent_dim=6, image_size=SIZE, channels=[8, 8], hidden_dim=16).eval()
+    demo = app.build_demo(model)
+    shown = [c.label for c in demo.blocks.values() if isinstance(c, gr.Slider)]
+    assert shown == ["Mouth slightly open", "Black hair", "Smiling"]
+    buttons = {c.value for c in demo.blocks.values() if isinstance(c, gr.Button)}
+    assert {"Resample Mouth slightly open", "Add Black hair", "Remove Smiling"} <= buttons
+    dropdown = next(c for c in demo.blocks.values() if isinstance(c, gr.Dropdown))
+    assert dropdown.choices[0] == ("Mouth slightly open", "Mouth_Slightly_Open")  # the API takes the name
+    editor = app.Editor(model)
+    assert editor.label_index("Mouth slightly open") == editor.label_index("Mouth_Slightly_Open") == 0
+    assert "Mouth slightly open" in editor.resample(0, editor.initial()[-1], seed=0)[3]
 
 
 def test_no_result_goes_through_gradios_file_cache():
@@ -445,7 +501,7 @@ def test_no_result_goes_through_gradios_file_cache():
     same image at once could make one browser fetch a truncated file.)"""
     demo = app.build_demo(visible_model())
     outputs = {type(c).__name__ for d in demo.fns.values() for c in d.outputs}
-    assert outputs <= {"HTML", "Slider", "Markdown", "State"}, outputs
+    assert outputs <= {"HTML", "Slider", "Markdown"}, outputs
 
 
 # ---- exclusive labels (the hair colours) -----------------------------------------------------
@@ -471,18 +527,18 @@ def test_setting_a_hair_colour_present_clears_the_other_and_shows_it():
     assert editor.partners == [[1], [0], []]
     start = brown_haired(editor)
     low, high, _ = editor.ranges[0]
-    face, prob, s, brown_slider, brown_prob = editor.slide(0, high, start)
+    face, prob, brown_slider, brown_prob, s = editor.slide(0, high, start)
     assert s.z[0, 0].item() == pytest.approx(high) and s.z[0, 1].item() == -2.0  # brown cleared
     assert brown_slider == editor.slider_value(s.z, 1) == -2.0 and "q(present) = <b>0.12</b>" in brown_prob
     assert s.z[0, 2].item() == 2.0 and torch.equal(s.z[:, 3:], start.z[:, 3:])  # nothing else moved
-    kept = editor.slide(0, low, start)[2]  # black stays absent: brown stays
+    kept = editor.slide(0, low, start)[-1]  # black stays absent: brown stays
     assert kept.z[0, 1].item() == 2.0
     added = editor.resample(0, start, present=True, seed=0)
-    assert len(added) == 7 and added[3].z[0, 1].item() == -2.0 and added[5] == -2.0
+    assert len(added) == 7 and added[-1].z[0, 1].item() == -2.0 and added[4] == -2.0
     assert len(editor.slide(2, high, start)) == 3  # Smiling has no exclusive partner
     # the second face's black hair replaces this face's brown hair
     donor = torch.tensor([[2.0, -2.0, -2.0, 1.0, 1.0, 1.0]])
-    swapped = editor.swap("Black_Hair", start._replace(z_donor=donor))[-2]
+    swapped = editor.swap("Black_Hair", start._replace(z_donor=donor))[-1]
     assert swapped.z[0, :3].tolist() == [2.0, -2.0, 2.0]
 
 
@@ -514,28 +570,24 @@ def test_random_faces_never_draw_two_exclusive_labels():
     model.set_label_prior([0.45, 0.45, 0.5])  # the factorised p(y) asks for both colours in 1 of 5 draws
     editor = app.Editor(model)
     for seed in range(40):
-        session, status = editor.random_face(seed=seed)[-2:]
-        assert not ("Black_Hair" in status and "Brown_Hair" in status), status
+        status, session = editor.random_face(seed=seed)[-2:]
+        assert not ("Black hair" in status and "Brown hair" in status), status
         assert not (session.z[0, :2] > 0).all(), seed  # drawn from p(z_i | y_i = 1) for at most one colour
-        donor = editor.donor_random(session, seed=seed)[1].z_donor
+        donor = editor.donor_random(session, seed=seed)[-1].z_donor
         assert not (donor[0, :2] > 0).all(), seed
 
 
 def test_the_release_event_and_the_live_path_show_the_cleared_label():
-    from types import SimpleNamespace
-
     model = hair_model()
     demo = app.build_demo(model)
     outputs = {d.api_name: [type(c).__name__ for c in d.outputs] for d in demo.fns.values()}
-    assert outputs["slide_Black_Hair"] == ["HTML", "HTML", "State", "Slider", "HTML"]
-    assert outputs["add_Brown_Hair"] == ["HTML", "Slider", "HTML", "State", "Markdown", "Slider", "HTML"]
-    assert outputs["slide_Smiling"] == ["HTML", "HTML", "State"]
+    assert outputs["slide_Black_Hair"] == ["HTML", "HTML", "Slider", "HTML"]
+    assert outputs["add_Brown_Hair"] == ["HTML", "Slider", "HTML", "Markdown", "Slider", "HTML"]
+    assert outputs["slide_Smiling"] == ["HTML", "HTML"]
     edited = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited")
-    state = next(c for c in demo.blocks.values() if isinstance(c, gr.State))
     editor = app.Editor(model)
-    holder = {"h": {state._id: brown_haired(editor)}}
-    request = SimpleNamespace(app=SimpleNamespace(state_holder=holder))
-    answer = edited.server_fns[0](["h", 0, editor.ranges[0][1]], request)
+    demo.sessions.put("h", brown_haired(editor))
+    answer = edited.server_fns[0](["h", 0, editor.ranges[0][1]])
     assert set(answer) == {"face", "prob", "others"} and list(answer["others"]) == ["1"]
     assert "q(present) = <b>0.12</b>" in answer["others"]["1"]
-    assert holder["h"][state._id].z[0, 1].item() == -2.0
+    assert demo.sessions.get("h").z[0, 1].item() == -2.0

@@ -26,12 +26,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url():
+def demo():
     demo = app.build_demo(visible_model())
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                 **app.launch_options())
-    yield demo.local_url.rstrip("/")
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def url(demo):
+    return demo.local_url.rstrip("/")
 
 
 # ---- gradio_client -----------------------------------------------------------------------------
@@ -118,6 +123,19 @@ def test_a_bad_live_move_is_refused_and_the_server_keeps_serving(url, data, mess
     assert "q(present)" in Client(url, verbose=False).predict(0.5, api_name="/slide_Eyeglasses")[1]
 
 
+def test_a_live_move_of_an_unknown_or_expired_session_is_refused_with_a_message(url, demo):
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    client.predict(0.5, api_name="/slide_Eyeglasses")
+    status, answer = live_move(url, [client.session_hash, 0, 1.0])
+    assert status == 200 and "face" in answer
+    demo.sessions.pop(client.session_hash)  # as its lifetime ending would
+    for key in (client.session_hash, "never-opened"):
+        status, answer = live_move(url, [key, 0, 1.0])
+        assert status == 200 and answer == {"error": f"session {key!r} is unknown or has expired: reload the page"}
+
+
 def test_a_bad_upload_is_answered_and_the_server_keeps_serving(url, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -163,14 +181,16 @@ def page(url):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        # count animation-frame requests (installed before any of the page's scripts run)
-        page.add_init_script("""(() => { const request = window.requestAnimationFrame.bind(window);
-            window.__frames = 0;
-            window.requestAnimationFrame = cb => { window.__frames++; return request(cb); }; })();""")
-        page.goto(url)
-        page.wait_for_selector("#slider-Eyeglasses input[type=range]")
+        open_page(page, url)
         yield page
         browser.close()
+
+
+def open_page(page, url: str) -> None:
+    """Load the app and wait for its load event (which opens the page's session for the live slider)."""
+    page.goto(url)
+    page.wait_for_selector("#slider-Eyeglasses input[type=range]")
+    page.wait_for_function("window.ccvae && window.ccvae.session")
 
 
 def image_src(page, elem_id: str) -> str:
@@ -197,21 +217,38 @@ def move_slider(page, label: str, to: str) -> None:
     )
 
 
-def test_browser_idle_page_requests_no_animation_frames(page):
-    """Gradio 6.31's loading screen leaves a 60-per-second frame loop running on every open page
-    (0.9 of a core for 16 idle pages here); app.STOP_LOADER_LOOP_JS, put first in <head> by
-    app.HeadScript, keeps it from starting. The page's own intro transitions still request frames
-    for a moment after it loads (longer on a slow machine), so the page is given up to 15 s to
-    fall quiet; with the loop running, no second ever does (60 frame requests in each)."""
-    per_second = []
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        before = page.evaluate("window.__frames")
-        page.wait_for_timeout(1000)
-        per_second.append(page.evaluate("window.__frames") - before)
-        if per_second[-1] < 5:
-            break
-    assert per_second[-1] < 5, f"frame requests in each idle second: {per_second}"
+def test_browser_page_session_is_opened_on_load_kept_apart_and_dropped_on_close(page, url, demo):
+    """Each page's edits live under its own session hash from its load event; a second page's
+    live moves never show in the first, and closing a page drops its session (demo.unload)."""
+    key = page.evaluate("window.ccvae.session")
+    assert demo.sessions.get(key) is not None
+    other = page.context.browser.new_page()
+    open_page(other, url)
+    other_key = other.evaluate("window.ccvae.session")
+    assert other_key != key and demo.sessions.get(other_key) is not None
+    before = image_src(page, "edited")
+    old = image_src(other, "edited")
+    move_slider(other, "Eyeglasses", "min")
+    wait_for_new_src(other, "edited", old)
+    assert image_src(page, "edited") == before
+    other.close()
+    deadline = time.monotonic() + 10
+    while demo.sessions.get(other_key) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert demo.sessions.get(other_key) is None and demo.sessions.get(key) is not None
+
+
+def test_browser_shows_why_a_live_move_was_refused(page, url, demo):
+    """A page whose session has expired (here: dropped) says so under the face instead of failing quietly."""
+    expired = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        open_page(expired, url)
+        demo.sessions.pop(expired.evaluate("window.ccvae.session"))
+        move_slider(expired, "Smiling", "max")
+        expired.wait_for_selector("#edited .notice", timeout=10_000)
+        assert "reload the page" in expired.inner_text("#edited .notice")
+    finally:
+        expired.close()
 
 
 def test_browser_slider_and_resample_change_the_face(page):
@@ -242,9 +279,8 @@ def test_browser_drag_ends_on_the_face_of_the_last_position(page, url):
 
     fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        fresh.goto(url)
+        open_page(fresh, url)
         slider = "#slider-Eyeglasses input[type=range]"
-        fresh.wait_for_selector(slider)
         box = fresh.locator(slider).bounding_box()
         y = box["y"] + box["height"] / 2
         fresh.mouse.move(box["x"] + 2, y)
@@ -340,8 +376,7 @@ def test_browser_bad_upload_shows_a_message(page, tmp_path):
 
 
 def test_live_move_works_when_mounted_in_another_fastapi_app():
-    """gr.mount_gradio_app leaves Blocks.server_app unset: live_slide finds the session through
-    the request's own app."""
+    """Mounted in another FastAPI app (gr.mount_gradio_app), the live path still finds the session."""
     import fastapi
     import gradio as gr
     import uvicorn
