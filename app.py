@@ -42,8 +42,8 @@ UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff
 # the ones that arrive while a batch runs, or within BATCH_WAIT_S of the first, up to MAX_BATCH.
 MAX_BATCH = 16
 BATCH_WAIT_S = 0.002
-# Gradio keeps a record of every session it has seen (a copy of each component's config, whether
-# or not the app keeps state there) until it holds this many; this app keeps no state in Gradio.
+# Gradio keeps a record of each session it has seen (a copy of every component's config, a few hundred
+# KB here, rebuilt if an evicted session comes back) up to this many; the app keeps no state in them.
 GRADIO_SESSIONS_KEPT = 64
 WORDS = {"5_o_Clock_Shadow": "5 o'clock shadow"}  # label names that underscores alone don't turn into words
 

@@ -31,7 +31,8 @@ class Session(NamedTuple):
 class SessionStore:
     """Each user's :class:`Session` under their Gradio session hash (``gr.Request.session_hash``),
     read and written by the Gradio events and by the page's live slider; thread-safe. An entry
-    unused for ``ttl_s`` seconds is dropped; a page's is also dropped when it closes (``demo.unload``)."""
+    unused for ``ttl_s`` seconds is dropped (by the next call: no thread of its own); a page's is
+    also dropped when it closes (``demo.unload``)."""
 
     def __init__(self, ttl_s: float = SESSION_TTL_S, *, clock: Callable[[], float] = time.monotonic):
         if not ttl_s > 0:

@@ -402,3 +402,29 @@ def test_live_move_works_when_mounted_in_another_fastapi_app():
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+# ---- the benchmark -------------------------------------------------------------------------
+
+
+def test_bench_app_reports_every_figure_on_a_tiny_model(capsys):
+    """python -m train.bench_app end to end, small: the live path and the Gradio event under load
+    (every face checked against its own session's) and the memory run; the browser run is
+    exercised by the browser tests above."""
+    from train import bench_app
+
+    results = bench_app.main(bench_app.parse_args(["--tiny", "--moves", "3", "--sessions", "2", "--memory-sessions",
+                                                   "4", "--session-ttl", "1", "--skip", "browser"]))
+    out = capsys.readouterr().out
+    for name in ("2 sessions x 3 moves, live HTTP: p95 ms", "2 sessions x 3 moves, Gradio event (gradio_client): p95 ms",
+                 "resident MB after 4 sessions and their 1 s lifetime"):
+        assert results[name] > 0 and name in out
+    assert results["2 sessions x 3 moves, live HTTP: faces not the session's own"] == 0
+    assert results["2 sessions x 3 moves, Gradio event (gradio_client): faces not the session's own"] == 0
+
+
+def test_bench_app_names_a_bad_count():
+    from train import bench_app
+
+    with pytest.raises(SystemExit):
+        bench_app.parse_args(["--tiny", "--sessions", "0"])
