@@ -199,14 +199,18 @@ class Expected:
         self.editor = app.Editor(model, examples=[app.Image.new("RGB", (model.image_size,) * 2)])
         self.index = [app.slug(name) for name in self.editor.labels].index(label)
 
-    def pixels(self, seed: int, value: float):
+    def pixels(self, seed: int, values: list[float]) -> list:
+        """The faces a session on random face ``seed`` is shown as its slider takes ``values`` in
+        turn (each move edits the last: one that sets the label present may clear exclusive ones)."""
         import numpy as np
 
         from ccvae import editing, images
 
-        session = self.editor.random_face(seed=seed)[-1]
-        z = editing.intervene(self.editor.model, session.z, self.index, value)
-        return np.asarray(images.to_pil(editing.decode(self.editor.model, z)[0])).astype(int)
+        z, faces = self.editor.random_face(seed=seed)[-1].z, []
+        for value in values:
+            z = editing.intervene(self.editor.model, z, self.index, value)
+            faces.append(np.asarray(images.to_pil(editing.decode(self.editor.model, z)[0])).astype(int))
+        return faces
 
 
 def shown_pixels(data_url: str):
@@ -278,8 +282,9 @@ def capacity(url: str, label: str, args: argparse.Namespace, expected: Expected)
         times = [ms for answers in per_session for ms, _, _ in answers]
         # every face shown is the one its own session should show (a decode in another batch
         # differs by float rounding, a pixel level at most; another session's face by far more)
-        wrong = sum(int(abs(shown_pixels(face) - expected.pixels(seed, value)).max() > 2)
-                    for (_, seed), answers in zip(opened, per_session) for _, value, face in answers)
+        wrong = sum(int(abs(shown_pixels(face) - want).max() > 2)
+                    for (_, seed), answers in zip(opened, per_session)
+                    for (_, _, face), want in zip(answers, expected.pixels(seed, [value for _, value, _ in answers])))
         results[f"{args.sessions} sessions x {args.moves} moves, {name}: p50 ms"] = statistics.median(times)
         results[f"{args.sessions} sessions x {args.moves} moves, {name}: p95 ms"] = percentile(times, 0.95)
         results[f"{args.sessions} sessions x {args.moves} moves, {name}: faces not the session's own"] = wrong
