@@ -69,7 +69,7 @@ def test_two_sessions_never_see_each_others_edits(url):
 
 
 def live_move(url: str, data) -> tuple[int, dict | str]:
-    """POST what app.LIVE_SLIDER_JS sends for a slider move: (status, answer)."""
+    """POST what app_assets/live_slider.js sends for a slider move: (status, answer)."""
     import json
     import urllib.error
     import urllib.request
