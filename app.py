@@ -13,9 +13,7 @@ kept in a :class:`SessionStore` under their Gradio session hash; the model is sh
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -30,7 +28,7 @@ from PIL import Image
 
 from app_batching import MicroBatcher
 from app_sessions import SESSION_TTL_S, Session, SessionStore, parse_live_move
-from ccvae import CCVAE, default_device, editing, images
+from ccvae import CCVAE, default_device, editing, images, photos
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_CHECKPOINT = HERE / "checkpoints" / "synthetic-faces"
@@ -65,13 +63,6 @@ def slider_range(low: float, high: float) -> tuple[float, float, float]:
     digits = max(0, -math.floor(math.log10(step)))
     return (round(math.floor(low / step) * step, digits), round(math.ceil(high / step) * step, digits),
             round(step, digits))
-
-
-def png_data_url(image: Image.Image) -> str:
-    """``data:image/png;base64,...`` at zlib level 1: several times faster than Pillow's default, as lossless."""
-    with io.BytesIO() as buffer:
-        image.save(buffer, format="PNG", compress_level=1)
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def asset(name: str) -> str:
@@ -128,7 +119,7 @@ class Editor:
 
     def face(self, z: torch.Tensor) -> str:
         """(1, D) latent -> the face (model's resolution, the page enlarges it) as a PNG data URL."""
-        return png_data_url(images.to_pil(self.decoder(z)[0]))
+        return images.to_data_url(images.to_pil(self.decoder(z)[0]))
 
     def shown_value(self, i: int, value: float) -> float:
         """``value`` as slider i shows it: rounded to its step, clamped to its range."""
@@ -158,17 +149,20 @@ class Editor:
         session = Session(z_source=z_source, z=z_source)
         return (shown, self.face(z_source), *self.view(session, status))
 
-    def read_upload(self, path: str | None) -> tuple[Image.Image, torch.Tensor]:
-        """An uploaded file -> (the image shown as the input, its latent (1, D)): the photo
-        centre-cropped to the model's size and encoded; a clear gr.Error for a missing or
-        unreadable file. Every upload (the face, the second face) goes through here."""
+    def read_upload(self, path: str | None) -> tuple[Image.Image, torch.Tensor, str]:
+        """An uploaded file -> (the aligned crop shown as the input, its latent (1, D), a note on
+        the alignment and, beyond the model's held-out errors, on the photo's domain;
+        `ccvae.photos`); a clear gr.Error for a missing or unreadable file. Every upload goes here."""
         if not path:
             raise gr.Error("No file was received; choose a PNG, JPEG or WebP photo.")
         try:
-            image = images.load_image(path, size=self.model.image_size)
+            aligned = photos.align_source(path, self.model.config["framing"], size=self.model.image_size)
         except ValueError as error:
             raise gr.Error(str(error)) from error
-        return image, editing.encode(self.model, images.to_tensor(image).to(self.model.device))
+        x = images.to_tensor(aligned.image).to(self.model.device)
+        domain = photos.check_domain(self.model, x)
+        note = aligned.message + (" " + domain.message if domain.is_out_of_domain else "")
+        return aligned.image, editing.encode(self.model, x), note
 
     def random_latent(self, seed: int) -> tuple[list[str], torch.Tensor]:
         """(labels drawn present, z (1, D)) of the random face ``seed``: `editing.random_face`."""
@@ -182,7 +176,7 @@ class Editor:
         if not 0 <= index < len(self.examples):
             raise gr.Error(f"example {index} does not exist; there are {len(self.examples)}")
         z = editing.encode(self.model, images.to_tensor(self.examples[index]).to(self.model.device))
-        return self.start_from(png_data_url(self.examples[index]), z, f"Example {index + 1}.")
+        return self.start_from(images.to_data_url(self.examples[index]), z, f"Example {index + 1}.")
 
     def random_face(self, *, seed: int | None = None) -> tuple:
         seed = pick_seed(seed)
@@ -191,8 +185,8 @@ class Editor:
         return self.start_from(self.face(z), z, status)
 
     def upload(self, path: str | None) -> tuple:
-        image, z = self.read_upload(path)
-        return self.start_from(png_data_url(image), z, "Your photo, centre-cropped.")
+        image, z, note = self.read_upload(path)
+        return self.start_from(images.to_data_url(image), z, note)
 
     def slide(self, i: int, value: float, session: Session) -> tuple:
         """Slider i moved to ``value`` (`editing.intervene`): face, q(y_i | z_i), :meth:`partner_outputs`, session."""
@@ -229,7 +223,7 @@ class Editor:
     def sheet(self, zs: torch.Tensor, columns: int) -> str:
         """Latents (..., D) decoded, in order, as one PNG of ``columns`` faces a row."""
         faces = editing.decode(self.model, zs.reshape(-1, zs.shape[-1]))
-        return png_data_url(images.grid(images.to_pil(faces), columns=columns))
+        return images.to_data_url(images.grid(images.to_pil(faces), columns=columns))
 
     def traversal(self, label: str, session: Session) -> str:
         """8 steps of one label from absent to present, each set as its slider sets it."""
@@ -258,8 +252,8 @@ class Editor:
         return self.face(z), f"Random second face (seed {seed}).", session._replace(z_donor=z)
 
     def donor_upload(self, path: str | None, session: Session) -> tuple[str, str, Session]:
-        image, z = self.read_upload(path)
-        return png_data_url(image), "Second face uploaded.", session._replace(z_donor=z)
+        image, z, note = self.read_upload(path)
+        return images.to_data_url(image), f"Second face uploaded. {note}", session._replace(z_donor=z)
 
     def swap(self, label: str, session: Session) -> tuple:
         i = self.label_index(label)

@@ -139,9 +139,10 @@ def to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
 
 
 def to_png(image: Image.Image) -> bytes:
-    """The image as PNG file contents (lossless)."""
+    """The image as PNG file contents (lossless), at zlib's fastest level: several times faster
+    than Pillow's default, for a few percent more bytes."""
     with io.BytesIO() as buffer:
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
 
 

@@ -591,3 +591,36 @@ def test_the_release_event_and_the_live_path_show_the_cleared_label():
     assert set(answer) == {"face", "prob", "others"} and list(answer["others"]) == ["1"]
     assert "q(present) = <b>0.12</b>" in answer["others"]["1"]
     assert demo.sessions.get("h").z[0, 1].item() == -2.0
+
+
+@pytest.fixture(scope="module")
+def bundled_editor() -> app.Editor:
+    model, folder, _ = app.load_model(str(app.BUNDLED_CHECKPOINT))
+    return app.Editor(model.eval(), examples=app.load_examples(folder))
+
+
+def test_a_real_photo_is_shown_aligned_and_called_far_from_the_training_faces(bundled_editor, tmp_path):
+    from skimage import data as skdata
+
+    from ccvae import photos
+
+    path = write(tmp_path, "astronaut.png", Image.fromarray(skdata.astronaut()), "PNG")
+    shown, *_, status, _ = bundled_editor.upload(path)
+    expected = photos.align(Image.fromarray(skdata.astronaut()), bundled_editor.model.config["framing"], size=64)
+    assert np.array_equal(pixels(shown), np.asarray(expected.image))  # the input picture is the aligned crop
+    assert expected.is_aligned and expected.message in status
+    assert "far from the faces" in status and "CCVAE_CHECKPOINT" in status
+    # the second face goes through the same path
+    _, donor_status, _ = bundled_editor.donor_upload(path, bundled_editor.initial()[-1])
+    assert "far from the faces" in donor_status
+
+
+def test_the_bundled_example_faces_are_not_called_far_from_the_training_faces(bundled_editor, tmp_path):
+    for k, face in enumerate(bundled_editor.examples):
+        status = bundled_editor.upload(write(tmp_path, f"example{k}.png", face, "PNG"))[-2]
+        assert "far from the faces" not in status, (k, status)
+
+
+def test_a_photo_without_a_face_is_centre_cropped_and_says_so(bundled_editor, tmp_path):
+    status = bundled_editor.upload(write(tmp_path, "flat.png", Image.new("RGB", (300, 200), (90, 140, 60)), "PNG"))[-2]
+    assert "no face" in status.lower()
