@@ -40,14 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccvae.hub import CheckpointError, check_state_dict
+from .oracle import degrade, load_network, save_network, to_tensor
 
-from .oracle import degrade, to_tensor
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT = "ccvae-factor-reader"
-FORMAT_VERSION = 1
 DEFAULT_READER = Path(__file__).resolve().parents[1] / "checkpoints" / "factor-oracle-synthetic"
 KINDS = ("linear", "circular", "categorical")
 # A factor is readable when the reader explains at least this share of its variation on held-out,
@@ -219,46 +214,13 @@ class FactorReader(nn.Module):
         return torch.stack(terms).mean()
 
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        config = {**self.config, "format": FORMAT, "format_version": FORMAT_VERSION}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_network(self, directory, fmt=FORMAT)
 
 
 def load_factor_reader(path, *, map_location="cpu") -> FactorReader:
     """Rebuild a FactorReader from config.json and load model.safetensors strictly (no pickles).
     A missing, damaged or mismatched file raises CheckpointError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
-    if missing:
-        raise CheckpointError(f"{path} is not a factor reader folder: missing {', '.join(missing)}")
-    try:
-        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path / CONFIG_NAME} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or config.pop("format", None) != FORMAT:
-        raise CheckpointError(f"{path / CONFIG_NAME} does not describe a factor reader (expected \"format\": \"{FORMAT}\")")
-    version = config.pop("format_version", None)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG_NAME} has format_version {version}; this code reads {FORMAT_VERSION}")
-    try:
-        model = FactorReader(**config)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"{path / CONFIG_NAME} describes an invalid factor reader: {e}") from None
-    try:
-        state = load_file(str(path / WEIGHTS_NAME), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path / WEIGHTS_NAME} is damaged or not a safetensors file: {e}") from None
-    check_state_dict(model.state_dict(), state, path / WEIGHTS_NAME)
-    model.load_state_dict(state, strict=True)
-    return model.eval().to(map_location)
+    return load_network(FactorReader, path, fmt=FORMAT, what="a factor reader", map_location=map_location)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,38 +83,46 @@ class Oracle(nn.Module):
             self.train(was_training)
 
     def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-        config = {**self.config, "format": FORMAT, "format_version": FORMAT_VERSION}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_network(self, directory, fmt=FORMAT)
 
 
-def load_oracle(path, *, map_location="cpu") -> Oracle:
-    """Rebuild an Oracle from config.json and load model.safetensors strictly (no pickles)."""
+def save_network(net: nn.Module, directory: Path, *, fmt: str) -> None:
+    """A judge network (the oracle, the factor reader) as config.json (its `config`, "format": fmt and
+    FORMAT_VERSION) and model.safetensors, in `directory`."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    config = {**net.config, "format": fmt, "format_version": FORMAT_VERSION}
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_network(cls, path, *, fmt: str, what: str, map_location="cpu"):
+    """Rebuild a judge network `cls` saved by `save_network` with format `fmt` and load its weights
+    strictly (no pickles). A missing, damaged or mismatched file raises CheckpointError naming it;
+    `what` names the network in the messages ("an oracle")."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
     if missing:
-        raise CheckpointError(f"{path} is not an oracle folder: missing {', '.join(missing)}")
+        raise CheckpointError(f"{path} is not {what} folder: missing {', '.join(missing)}")
     try:
         config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG_NAME} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or config.pop("format", None) != FORMAT:
-        raise CheckpointError(f"{path / CONFIG_NAME} does not describe an oracle (expected \"format\": \"{FORMAT}\")")
+    if not isinstance(config, dict) or config.pop("format", None) != fmt:
+        raise CheckpointError(f"{path / CONFIG_NAME} does not describe {what} (expected \"format\": \"{fmt}\")")
     version = config.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path / CONFIG_NAME} has format_version {version}; this code reads {FORMAT_VERSION}")
     try:
-        model = Oracle(**config)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG_NAME} describes an invalid oracle: {e}") from None
+        model = cls(**config)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{path / CONFIG_NAME} describes an invalid {what.split(' ', 1)[1]}: {e}") from None
     try:
         state = load_file(str(path / WEIGHTS_NAME), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -122,6 +130,11 @@ def load_oracle(path, *, map_location="cpu") -> Oracle:
     check_state_dict(model.state_dict(), state, path / WEIGHTS_NAME)
     model.load_state_dict(state, strict=True)
     return model.eval().to(map_location)
+
+
+def load_oracle(path, *, map_location="cpu") -> Oracle:
+    """Rebuild an Oracle from config.json and load model.safetensors strictly (no pickles)."""
+    return load_network(Oracle, path, fmt=FORMAT, what="an oracle", map_location=map_location)
 
 
 # ---------------------------------------------------------------------------------------------
