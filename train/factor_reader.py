@@ -31,7 +31,6 @@ import json
 import math
 import shlex
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .oracle import degrade, load_network, save_network, to_tensor
+from .oracle import degrade, fit, load_network, save_network, to_tensor
 
 FORMAT = "ccvae-factor-reader"
 DEFAULT_READER = Path(__file__).resolve().parents[1] / "checkpoints" / "factor-oracle-synthetic"
@@ -342,28 +341,17 @@ def main(args: argparse.Namespace) -> dict:
     masked = torch.where(shown, factors, torch.nan)
     reader.set_target_stats(masked.nanmean(0).nan_to_num(0.0),
                             (masked - masked.nanmean(0)).square().nanmean(0).sqrt().nan_to_num(1.0))
-    steps = args.epochs * math.ceil(len(images) / args.batch_size)
-    opt = torch.optim.AdamW(reader.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
-    g = torch.Generator().manual_seed(args.seed)
-    start = time.time()
-    for epoch in range(args.epochs):
-        reader.train()
-        perm = torch.randperm(len(images), generator=g).numpy()
-        total = 0.0
-        for a in range(0, len(perm), args.batch_size):
-            idx = np.sort(perm[a:a + args.batch_size])
-            loss = reader.loss(degrade(to_tensor(images[idx]), g), factors[idx], shown[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+
+    def loss(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return reader.loss(x, factors[idx], shown[idx])
+
+    def report(epoch: int, mean_loss: float, seconds: float) -> None:
         q = quality_table(reader, test.images[:1000], test.labels[:1000], test.label_names,
                           {k: v[:1000] for k, v in test.factors.items()}, blur=True)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / len(images):.4f}  held-out quality (blurred, 1000 faces) "
-              f"median {np.nanmedian(list(q.values())):.3f}  {time.time() - start:.0f}s", flush=True)
-    seconds = time.time() - start
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {mean_loss:.4f}  held-out quality (blurred, 1000 faces) "
+              f"median {np.nanmedian(list(q.values())):.3f}  {seconds:.0f}s", flush=True)
+    seconds = fit(reader, images, loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  report=report)
     clean = quality_table(reader, test.images, test.labels, test.label_names, test.factors)
     blurred = quality_table(reader, test.images, test.labels, test.label_names, test.factors, blur=True)
     reader.save(args.out)

@@ -192,6 +192,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def fit(net: nn.Module, images: np.ndarray, loss, *, epochs: int, batch_size: int, lr: float, seed: int,
+        report) -> float:
+    """Train a judge network on degraded copies (`degrade`) of uint8 images (N, S, S, 3): AdamW
+    with a one-cycle rate, shuffled batches of sorted indices. loss(x, idx) -> scalar for the batch
+    x of images[idx]; report(epoch, mean loss, seconds) after each epoch. Returns the seconds taken."""
+    steps = epochs * math.ceil(len(images) / batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    g = torch.Generator().manual_seed(seed)
+    start = time.time()
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.randperm(len(images), generator=g).numpy()
+        total = 0.0
+        for a in range(0, len(perm), batch_size):
+            idx = np.sort(perm[a:a + batch_size])
+            value = loss(degrade(to_tensor(images[idx]), g), idx)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+            total += value.item() * len(idx)
+        report(epoch, total / len(images), time.time() - start)
+    return time.time() - start
+
+
 def main(args: argparse.Namespace) -> dict:
     from train.data import load_dataset
 
@@ -205,28 +231,16 @@ def main(args: argparse.Namespace) -> dict:
     images = np.asarray(train.images)                                  # (N, S, S, 3) uint8, in memory
     labels = torch.from_numpy(train.labels.astype(np.float32))         # (N, L)
     oracle = Oracle(label_names=train.label_names, image_size=args.image_size)
-    steps = args.epochs * math.ceil(len(images) / args.batch_size)
-    opt = torch.optim.AdamW(oracle.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
-    g = torch.Generator().manual_seed(args.seed)
-    start = time.time()
-    for epoch in range(args.epochs):
-        oracle.train()
-        perm = torch.randperm(len(images), generator=g).numpy()
-        total = 0.0
-        for a in range(0, len(perm), args.batch_size):
-            idx = np.sort(perm[a:a + args.batch_size])
-            x = degrade(to_tensor(images[idx]), g)
-            loss = F.binary_cross_entropy_with_logits(oracle(x), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+
+    def loss(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(oracle(x), labels[idx])
+
+    def report(epoch: int, mean_loss: float, seconds: float) -> None:
         acc = accuracy(oracle, test.images, test.labels)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {total / len(images):.4f}  test acc mean {acc.mean():.4f} "
-              f"min {acc.min():.4f} ({train.label_names[int(acc.argmin())]})  {time.time() - start:.0f}s", flush=True)
-    seconds = time.time() - start
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {mean_loss:.4f}  test acc mean {acc.mean():.4f} "
+              f"min {acc.min():.4f} ({train.label_names[int(acc.argmin())]})  {seconds:.0f}s", flush=True)
+    seconds = fit(oracle, images, loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                  report=report)
     acc = accuracy(oracle, test.images, test.labels)
     acc_blur = accuracy(oracle, test.images, test.labels, blur=True)
     oracle.save(args.out)
