@@ -12,7 +12,7 @@ from PIL import Image
 
 import app
 from ccvae import images
-from test_app import LABELS, from_data_url, visible_model
+from test_app import from_data_url, visible_model
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -27,7 +27,6 @@ decoded VAE images, which are slightly blurred, are read fairly.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys

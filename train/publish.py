@@ -9,7 +9,6 @@ The folder is loaded with CCVAE.from_pretrained before anything is sent.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys

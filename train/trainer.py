@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ccvae import CCVAE, default_device, editing, objective
+from ccvae import CCVAE, default_device, objective
 
 from . import aids, batches, figures, modelcard
 from .config import CONFIG_NAME, SETTING_FLAGS, TrainConfig, flag_dest, load_recipe, override, parse_setting, save
