@@ -14,3 +14,12 @@ def tiny_model(*, labels=("Eyeglasses", "Smiling", "Male"), latent_dim=6, image_
 @pytest.fixture
 def model() -> CCVAE:
     return tiny_model()
+
+
+def tiny_batch(batch: int = 4, samples: int = 5):
+    """A float64 tiny_model with a random labelled batch: (model, x, y, q(z|x), z (samples, batch, D))."""
+    model = tiny_model().double()
+    x = torch.rand(batch, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (batch, model.num_labels)).double()
+    q = model.encode(x)
+    return model, x, y, q, q.sample(samples)

@@ -6,7 +6,7 @@ import torch
 
 from ccvae import objective
 from ccvae.distributions import image_log_likelihood
-from conftest import tiny_model
+from conftest import tiny_batch, tiny_model
 from train import aids
 
 
@@ -174,11 +174,7 @@ def test_residual_emphasis_keeps_every_value_and_scales_each_pixels_gradient_by_
 
 
 def test_an_emphasised_likelihood_keeps_the_objectives_values_and_changes_the_decoders_gradient():
-    model = tiny_model().double()
-    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
-    y = torch.randint(0, 2, (4, 3)).double()
-    q = model.encode(x)
-    z = q.sample(5)
+    model, x, y, q, z = tiny_batch(4, 5)
     assert aids.emphasised_log_likelihood(model, aids.Emphasis(0.0)) is None  # off: the model's own
     plain = objective.supervised(model, x, y, z=z, posterior=q)
     emph = objective.supervised(model, x, y, z=z, posterior=q,

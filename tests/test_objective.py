@@ -7,7 +7,7 @@ import torch
 import torch.distributions as D
 
 from ccvae import objective
-from conftest import tiny_model
+from conftest import tiny_batch, tiny_model
 
 
 def _likelihood(model, x, logits):
@@ -106,11 +106,7 @@ def test_the_loss_is_minus_the_bound_with_the_score_part_taken_from_the_characte
 
 
 def test_objectives_expose_the_posterior_the_decoded_sample_and_log_q_y_given_x():
-    model = tiny_model().double()
-    x = torch.rand(4, 3, 16, 16, dtype=torch.float64)
-    y = torch.randint(0, 2, (4, 3)).double()
-    q = model.encode(x)
-    z = q.sample(5)
+    model, x, y, q, z = tiny_batch(4, 5)
     out = objective.supervised(model, x, y, z=z, posterior=q)
     assert out.posterior is q and torch.equal(out.z, z[0])
     L = model.num_labels
@@ -122,11 +118,7 @@ def test_objectives_expose_the_posterior_the_decoded_sample_and_log_q_y_given_x(
 
 
 def test_a_log_likelihood_hook_replaces_log_p_x_given_z_in_both_objectives():
-    model = tiny_model().double()
-    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
-    y = torch.randint(0, 2, (3, 3)).double()
-    q = model.encode(x)
-    z = q.sample(4)
+    model, x, y, q, z = tiny_batch(3, 4)
     plain = objective.supervised(model, x, y, z=z, posterior=q)
     shifted = objective.supervised(model, x, y, z=z, posterior=q,
                                    log_likelihood=lambda x, logits: model.log_likelihood(x, logits) - 7.0)

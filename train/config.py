@@ -17,11 +17,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data import ALIGN_CHOICES
+
 RECIPES = Path(__file__).resolve().parent / "recipes"
 CONFIG_NAME = "train_config.json"  # in the run folder and in its model folder
 DATASETS = ("synthetic", "celeba", "folder")
 LIKELIHOODS = ("laplace", "gaussian", "bernoulli")
-ALIGN_CHOICES = ("synthetic", "celeba", "celeba-crop")  # train.data.ALIGN_CHOICES
 
 # the settings a flag overrides (every other one through a recipe file or --set NAME=VALUE)
 SETTING_FLAGS = {

@@ -46,13 +46,13 @@ def reconstruction_figure(model, x: torch.Tensor) -> Image.Image:
 def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) -> Image.Image:
     """For each face in x: one row per label walking its own traversal range, absent -> present,
     as the label's slider in the app moves it: the labels exclusive with it cleared where it
-    reads present (`editing.clear_exclusive`; a plain walk would draw black and blond hair at
+    reads present (`editing.traverse(as_edits=True)`; a plain walk would draw black and blond hair at
     once on a black-haired face)."""
     z = editing.encode(model, x)
     rows, names = [], []
     for b in range(z.shape[0]):
         for i, name in enumerate(model.label_names):
-            walk = editing.clear_exclusive(model, editing.traverse(model, z[b:b + 1], i, steps=steps)[0], [i])
+            walk = editing.traverse(model, z[b:b + 1], i, steps=steps, as_edits=True)[0]
             rows.append(editing.decode(model, walk))
             names.append(f"{name}" if b == 0 else f"{name} ")
     return grid(torch.stack(rows), names, scale=scale)
@@ -68,8 +68,7 @@ def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int 
     rows, names = [], []
     for label in labels:
         i = model.label_index(label)
-        many = editing.clear_exclusive(model, editing.resample_latent(model, z.expand(n, -1), i, present=True,
-                                                                      generator=g), [i])
+        many = editing.resample_latent(model, z.expand(n, -1), i, present=True, generator=g, as_edits=True)
         rows.append(editing.decode(model, torch.cat([z, many])))
         names.append(f"{model.label_names[i]} x{n}")
     return grid(torch.stack(rows), names, scale=scale)

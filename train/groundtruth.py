@@ -153,8 +153,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
             z_y[:, model.num_labels:] = torch.randn(B, model.style_dim, generator=g_standard, device=model.device)
             cond_hits_standard += agree(y, z_y)
         if exclusive.any():  # its own generator too
-            y = editing.sample_labels(model, B, generator=g_compatible, compatible=True)
-            cond_hits_compatible += agree(y, editing.generate(model, y, generator=g_compatible))
+            cond_hits_compatible += agree(*editing.random_face(model, B, generator=g_compatible))
         # diversity: resamples of z_i under y_i = 1 against resamples of one style latent
         zr = z.repeat_interleave(resamples, 0)  # (B * R, D)
         for a, i in enumerate(mi):
