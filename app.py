@@ -127,7 +127,8 @@ class Editor:
         return min(max(round(value, max(0, -math.floor(math.log10(step)))), low), high)
 
     def slider_value(self, z: torch.Tensor, i: int) -> float:
-        return self.shown_value(i, float(z[0, i]))
+        """Slider i's position for the face z (1, D): its coordinate along w_i (`editing.coordinate`)."""
+        return self.shown_value(i, float(editing.coordinate(self.model, z, i)[0]))
 
     def prob_html(self, p: float) -> str:
         return f'<div class="bar"><span style="width:{100 * p:.0f}%"></span></div>q(present) = <b>{p:.2f}</b>'
@@ -200,13 +201,16 @@ class Editor:
         if present is None:
             present = bool(editing.is_present(self.model, session.z, i)[0])
         seed = pick_seed(seed)
-        # A draw inside the slider's range, unlike its current value (one beyond would show at the end, often
-        # the face already shown); failing that (a range far from the prior), the first draw, at the end.
+        # A draw of the whole block z_i whose slider position lies inside the slider's range, unlike the
+        # current one (one beyond would show at the end, often the face already shown); failing that
+        # (a range far from the prior), the first draw. Its position is rounded as the slider shows it.
         low, high, _ = self.ranges[i]
         current = self.slider_value(session.z, i)
-        draws = editing.sample_characteristic(self.model, i, present, 64, generator=self._generator(seed)).tolist()
-        value = next((d for d in draws if low <= d <= high and self.shown_value(i, d) != current), draws[0])
-        z = editing.intervene(self.model, session.z, i, self.shown_value(i, value))
+        draws = editing.sample_characteristic(self.model, i, present, 64, generator=self._generator(seed))  # (64, d)
+        ts = (draws.float() @ editing.direction(self.model, i)).tolist()
+        pick = next((n for n, t in enumerate(ts) if low <= t <= high and self.shown_value(i, t) != current), 0)
+        z = editing.set_characteristic(self.model, session.z, i, draws[pick])
+        z = editing.intervene(self.model, z, i, self.shown_value(i, ts[pick]))
         p = float(editing.label_probs(self.model, z)[0, i])
         status = f"{words(self.labels[i])}: new sample with it {'present' if present else 'absent'} (seed {seed})."
         return (self.face(z), self.slider_value(z, i), self.prob_html(p), status, *self.partner_outputs(i, z),
@@ -259,8 +263,8 @@ class Editor:
         i = self.label_index(label)
         if session.z_donor is None:
             raise gr.Error("Choose a second face first (Random second face or upload one).")
-        # the donor's value of z_i, as a slider move would set it (a donor's hair colour replaces this face's)
-        z = editing.intervene(self.model, session.z, i, session.z_donor[:, i])
+        # the donor's whole z_i, set as a slider move sets it (a donor's hair colour replaces this face's)
+        z = editing.swap(self.model, session.z, session.z_donor, i, as_edits=True)
         return self.view(session._replace(z=z), f"{words(self.labels[i])} swapped in from the second face.")
 
 

@@ -1,9 +1,16 @@
 """Latent operations as pure tensor functions: the one code path for training figures and the app.
 
-Conventions: z is (B, D) on the model's device; z[:, :L] are the characteristic latents
-(z[:, i] belongs to label i) and z[:, L:] the style latents. Images are (B, C, H, W) floats in
-[0, 1]. Labels are given by index or by name. No function modifies its inputs; randomness comes
-from an optional torch.Generator (on the model's device), so results can be reproduced.
+Conventions: z is (B, D) on the model's device; z[:, :L d] are the characteristic latents
+(z_i = z[:, model.block(i)], d entries, belongs to label i) and the rest the style latents.
+Images are (B, C, H, W) floats in [0, 1]. Labels are given by index or by name. No function
+modifies its inputs; randomness comes from an optional torch.Generator (on the model's device),
+so results can be reproduced.
+
+A label's slider is one number, its coordinate t_i = u_i . z_i along u_i = w_i / |w_i|, the
+direction in which the classifier's logit w_i . z_i + b_i changes. Moving the slider moves z_i
+along u_i and keeps the rest of the block (the characteristic's kind: which glasses); resampling
+draws the whole block from p(z_i | y_i); a swap takes the whole block. With d = 1, u_i = 1 and
+t_i = z_i: the paper's latent walk.
 """
 from __future__ import annotations
 
@@ -36,25 +43,50 @@ def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def label_probs(model, z: torch.Tensor) -> torch.Tensor:
     """q(y_i = 1 | z_i) for each label: (..., L)."""
-    return torch.sigmoid(model.classifier_logits(z[..., : model.num_labels]))
+    return torch.sigmoid(model.classifier_logits(z[..., : model.characteristic_size]))
+
+
+@torch.no_grad()
+def direction(model, label: int | str) -> torch.Tensor:
+    """u_i (d,), the unit direction of label i's slider: w_i / |w_i| (1 when d = 1: the latent itself)."""
+    i, d = model.label_index(label), model.characteristic_dim
+    w = model.classifier_weight.detach()[model.block(i)].float()
+    if d == 1 or not w.norm() > 0:
+        return torch.full((d,), d ** -0.5, device=w.device)  # d = 1, or an untrained zero w_i: the diagonal
+    return w / w.norm()
+
+
+@torch.no_grad()
+def characteristic_prior(model, label: int | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc, scale) of p(z_i | y_i = v) for label i, each (2, d): row v is y_i = v."""
+    loc, scale = model.prior_params()
+    b = model.block(label)
+    return loc[:, b].detach(), scale[:, b].detach()
+
+
+@torch.no_grad()
+def coordinate(model, z: torch.Tensor, label: int | str) -> torch.Tensor:
+    """Label i's slider position t_i = u_i . z_i for z (..., D): (...)."""
+    return (z[..., model.block(label)].float() @ direction(model, label).to(z.device)).to(z.dtype)
 
 
 @torch.no_grad()
 def traversal_range(model, label: int | str, *, margin: float = DEFAULT_MARGIN) -> tuple[float, float]:
-    """(absent_end, present_end) of label i's latent.
+    """(absent_end, present_end) of label i's slider coordinate t_i (`coordinate`).
 
     From the y_i = 0 side of p(z_i|y_i=0) (its mean minus margin standard deviations, away from
     the y_i = 1 mean) to the y_i = 1 side of p(z_i|y_i=1) (its mean plus margin standard
-    deviations). absent_end > present_end when the y_i = 1 mean is the smaller one.
+    deviations), all along u_i. absent_end > present_end when the y_i = 1 mean is the smaller one.
     """
-    i = model.label_index(label)
-    loc, scale = model.prior_params()
-    mu0, mu1, s0, s1 = loc[0, i].item(), loc[1, i].item(), scale[0, i].item(), scale[1, i].item()
+    u = direction(model, label)
+    loc, scale = characteristic_prior(model, label)  # (2, d)
+    mu0, mu1 = (loc.float() @ u).tolist()
+    s0, s1 = (scale.float().square() @ u.square()).sqrt().tolist()  # the prior's std along u
     sign = 1.0 if mu1 >= mu0 else -1.0
     return mu0 - sign * margin * s0, mu1 + sign * margin * s1
 
 
-def set_latent(z: torch.Tensor, index: int, value: float | torch.Tensor) -> torch.Tensor:
+def set_latent(z: torch.Tensor, index: int | slice, value: float | torch.Tensor) -> torch.Tensor:
     """A copy of z with z[..., index] = value (a float or a tensor broadcastable to z[..., index])."""
     out = z.clone()
     out[..., index] = torch.as_tensor(value, dtype=z.dtype, device=z.device)
@@ -62,16 +94,39 @@ def set_latent(z: torch.Tensor, index: int, value: float | torch.Tensor) -> torc
 
 
 @torch.no_grad()
+def set_characteristic(model, z: torch.Tensor, label: int | str, z_i: torch.Tensor, *,
+                       as_edits: bool = False) -> torch.Tensor:
+    """A copy of z (..., D) with label i's whole block set to z_i (..., d) (broadcast; a (d,) mean,
+    a donor's block, draws of p(z_i | y_i)). as_edits=True clears exclusive partners (`clear_exclusive`)."""
+    i = model.label_index(label)
+    out = set_latent(z, model.block(i), torch.as_tensor(z_i, dtype=z.dtype, device=z.device))
+    return clear_exclusive(model, out, [i]) if as_edits else out
+
+
+@torch.no_grad()
+def set_coordinate(model, z: torch.Tensor, label: int | str, value: float | torch.Tensor) -> torch.Tensor:
+    """A copy of z (..., D) with label i's slider coordinate t_i = value (a float or (...)), moving
+    z_i along u_i only: z_i + (value - u_i . z_i) u_i. With d = 1 that is z_i = value."""
+    i = model.label_index(label)
+    if model.characteristic_dim == 1:
+        return set_latent(z, model.block(i), torch.as_tensor(value, dtype=z.dtype, device=z.device)[..., None])
+    u = direction(model, i).to(z.device, z.dtype)
+    shift = torch.as_tensor(value, dtype=z.dtype, device=z.device) - coordinate(model, z, i)
+    return set_latent(z, model.block(i), z[..., model.block(i)] + shift[..., None] * u)
+
+
+@torch.no_grad()
 def intervene(model, z: torch.Tensor, label: int | str, value: float | torch.Tensor) -> torch.Tensor:
-    """do(y_i) through z_i: a copy of z (B, D) with z_i = value, and, where that value reads
-    present (q(y_i = 1 | z_i) >= 0.5), every label j the model keeps exclusive with i
+    """do(y_i) through z_i, as label i's slider makes it: a copy of z (B, D) with slider
+    coordinate t_i = value (`set_coordinate`), and, where that reads present
+    (q(y_i = 1 | z_i) >= 0.5), every label j the model keeps exclusive with i
     (`model.exclusive`, e.g. the other hair colours) that reads present set to the mean of
     p(z_j | y_j = 0). Two exclusive latents at "present" describe a face the data never shows
     (black and brown hair), which the decoder can draw only one way; clearing the other one
-    makes the edit ask for a face it can draw. Without exclusive labels this is `set_latent`.
+    makes the edit ask for a face it can draw. Without exclusive labels this is `set_coordinate`.
     """
     i = model.label_index(label)
-    return clear_exclusive(model, set_latent(z, i, value), [i])
+    return clear_exclusive(model, set_coordinate(model, z, i, value), [i])
 
 
 @torch.no_grad()
@@ -86,41 +141,39 @@ def clear_exclusive(model, z: torch.Tensor, labels) -> torch.Tensor:
     exclusive[:, idx] = False  # the listed labels are never cleared
     if not exclusive[idx].any():
         return z.clone()
-    L = model.num_labels
+    C = model.characteristic_size
     out = z.clone()
     present = label_probs(model, out) >= 0.5  # (..., L)
     partners = exclusive[idx].to(present.device)  # (len(idx), L)
     clear = (present[..., idx, None] & partners).any(-2) & present  # (..., L)
-    absent_loc = model.prior_params()[0][0].to(out.dtype)  # (L,): means of p(z_j | y_j = 0)
-    out[..., :L] = torch.where(clear, absent_loc, out[..., :L])
+    absent_loc = model.prior_params()[0][0].to(out.dtype)  # (C,): means of p(z_j | y_j = 0)
+    out[..., :C] = torch.where(model.expand_labels(clear), absent_loc, out[..., :C])
     return out
 
 
 @torch.no_grad()
 def sample_characteristic(model, label: int | str, present: bool | torch.Tensor, n: int,
                           *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """n draws of z_i ~ p(z_i | y_i = present): (n,)."""
-    i = model.label_index(label)
-    loc, scale = model.prior_params()
+    """n draws of the whole block z_i ~ p(z_i | y_i = present): (n, d)."""
+    loc, scale = characteristic_prior(model, label)  # (2, d)
     v = torch.as_tensor(present, device=model.device).long().expand(n)
-    eps = torch.randn(n, generator=generator, device=model.device)
-    return loc[v, i] + scale[v, i] * eps
+    eps = torch.randn((n, model.characteristic_dim), generator=generator, device=model.device)
+    return loc[v] + scale[v] * eps
 
 
 def resample_latent(model, z: torch.Tensor, label: int | str, *, present: bool,
                     generator: torch.Generator | None = None, as_edits: bool = False) -> torch.Tensor:
-    """A new variant of label i's characteristic: z_i ~ p(z_i | y_i = present); all else kept. z: (B, D).
-    as_edits=True sets each draw as `intervene` does (`clear_exclusive`: a new black hair clears brown)."""
-    i = model.label_index(label)
-    out = set_latent(z, i, sample_characteristic(model, i, present, z.shape[0], generator=generator).to(z.dtype))
-    return clear_exclusive(model, out, [i]) if as_edits else out
+    """A new variant of label i's characteristic: the block z_i ~ p(z_i | y_i = present); all else kept.
+    z: (B, D). as_edits=True sets each draw as `intervene` does (`clear_exclusive`: a new black hair clears brown)."""
+    draws = sample_characteristic(model, label, present, z.shape[0], generator=generator)
+    return set_characteristic(model, z, label, draws, as_edits=as_edits)
 
 
 def resample_style(model, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """New style latents from the sampling prior (N(0, I), or the fitted one: CCVAE.sample_style);
     every characteristic latent kept. z: (B, D)."""
     out = z.clone()
-    out[:, model.num_labels:] = model.sample_style(z.shape[0], generator=generator).to(out)
+    out[:, model.characteristic_size:] = model.sample_style(z.shape[0], generator=generator).to(out)
     return out
 
 
@@ -181,22 +234,23 @@ def is_present(model, z: torch.Tensor, label: int | str) -> torch.Tensor:
     return label_probs(model, z)[..., model.label_index(label)] >= 0.5
 
 
-def swap(z: torch.Tensor, z_source: torch.Tensor, index: int) -> torch.Tensor:
-    """z with characteristic `index` taken from z_source (same shape, or (1, D) to broadcast)."""
-    return set_latent(z, index, z_source[..., index].expand(z.shape[:-1]))
+def swap(model, z: torch.Tensor, z_source: torch.Tensor, label: int | str, *, as_edits: bool = False) -> torch.Tensor:
+    """z with label i's whole characteristic block taken from z_source (same shape, or (1, D) to
+    broadcast). as_edits=True clears exclusive partners as a slider would (a donor's hair colour replaces this face's)."""
+    return set_characteristic(model, z, label, z_source[..., model.block(label)], as_edits=as_edits)
 
 
 @torch.no_grad()
 def traverse(model, z: torch.Tensor, label: int | str, *, steps: int = 8, margin: float = DEFAULT_MARGIN,
              as_edits: bool = False) -> torch.Tensor:
-    """A 1-D walk of label i's latent over its own traversal range, absent -> present: (B, steps, D).
-    as_edits=True sets each step as `intervene` (a slider) does: `clear_exclusive` clears the labels
-    exclusive with i where i reads present (a black-haired face's Blond_Hair walk turns blond)."""
+    """A 1-D walk of label i's slider coordinate over its own traversal range, absent -> present,
+    z_i moving along u_i only: (B, steps, D). as_edits=True sets each step as `intervene` (a slider)
+    does: `clear_exclusive` clears the labels exclusive with i where i reads present (a
+    black-haired face's Blond_Hair walk turns blond)."""
     i = model.label_index(label)
     lo, hi = traversal_range(model, i, margin=margin)
     values = torch.linspace(lo, hi, steps, device=z.device, dtype=z.dtype)
-    out = z.unsqueeze(1).repeat(1, steps, 1)
-    out[:, :, i] = values
+    out = set_coordinate(model, z.unsqueeze(1).expand(-1, steps, -1), i, values)
     return clear_exclusive(model, out, [i]) if as_edits else out
 
 
@@ -210,7 +264,7 @@ def traverse_grid(model, z: torch.Tensor, row_label: int | str, col_label: int |
     if i == j:
         raise ValueError(f"a 2-D grid needs two different labels, got {model.label_names[i]!r} twice")
     (ri0, ri1), (rj0, rj1) = traversal_range(model, i, margin=margin), traversal_range(model, j, margin=margin)
-    out = z[:, None, None, :].repeat(1, steps, steps, 1)
-    out[:, :, :, i] = torch.linspace(ri0, ri1, steps, device=z.device, dtype=z.dtype)[None, :, None]
-    out[:, :, :, j] = torch.linspace(rj0, rj1, steps, device=z.device, dtype=z.dtype)[None, None, :]
+    out = z[:, None, None, :].expand(-1, steps, steps, -1)
+    out = set_coordinate(model, out, i, torch.linspace(ri0, ri1, steps, device=z.device, dtype=z.dtype)[:, None])
+    out = set_coordinate(model, out, j, torch.linspace(rj0, rj1, steps, device=z.device, dtype=z.dtype)[None, :])
     return clear_exclusive(model, out, [i, j]) if as_edits else out

@@ -1,21 +1,29 @@
 """The CCVAE model (Joy et al., "Capturing Label Characteristics in VAEs", ICLR 2021).
 
-Generative story, for L binary labels and a latent z = [z_c, z_s] of size D (z_c has L entries,
-one per label; z_s has D - L style entries):
+Generative story, for L binary labels, d dimensions per characteristic and a latent
+z = [z_c, z_s] of size D (z_c holds L blocks of d entries, block i = z_i belonging to label i;
+z_s has S = D - L d style entries):
 
-    y_i        ~ Bernoulli(pi_i)                         label prior p(y), pi = labelled frequencies
-    z_i | y_i  ~ N(mu_{i, y_i}, sigma_{i, y_i}^2)        conditional prior p(z_c | y), i = 1..L
-    z_s        ~ N(0, I)                                 style latents (training; see below)
+    y_i        ~ Bernoulli(pi_i)                               label prior p(y), pi = labelled frequencies
+    z_i | y_i  ~ N(mu_{i, y_i}, diag sigma_{i, y_i}^2)         conditional prior p(z_c | y), in d dims
+    z_s        ~ N(0, I)                                       style latents (training; see below)
     x | z      ~ Laplace / Gaussian / Bernoulli(sigmoid(decoder(z)))     p(x | z)
 
 Inference model:
 
     z | x      ~ N(encoder_loc(x), diag(encoder_scale(x)^2))             q(z | x)
-    y_i | z_i  ~ Bernoulli(sigmoid(a_i z_i + b_i))                       q(y_i | z_i), diagonal
+    y_i | z_i  ~ Bernoulli(sigmoid(w_i . z_i + b_i))                     q(y_i | z_i), diagonal
 
-Label i is read from latent i alone, so whatever distinguishes y_i must live in z_i; the
+Label i is read from its own block alone, so whatever distinguishes y_i must live in z_i; the
 conditional prior p(z_i | y_i) keeps the *variation* of that characteristic (which glasses,
-which smile), so resampling z_i under y_i = 1 gives a new variant of it.
+which smile), so resampling z_i under y_i = 1 gives a new variant of it. With d = 1 (the
+paper) z_i is one number and resampling can only make a characteristic stronger or weaker;
+with d > 1 the directions of z_i orthogonal to w_i are free to hold its kinds (a frame's shape,
+a hat's colour) while w_i . z_i says whether it is there.
+
+Layout: z_c = z[..., :L d], block i = z[..., i d:(i + 1) d]. The per-label parameters are stored
+flat, in the same layout: classifier_weight (L d,), prior_loc and prior_raw_scale (2, L d), so a
+model with d = 1 has exactly the paper's parameters and values.
 
 Training fits q(z_s | x) to N(0, I), but the encoder need not fill it: the aggregate posterior
 q(z_s) = E_x q(z_s | x) can be narrower, or correlated, and prior samples then fall where the
@@ -59,8 +67,9 @@ class CCVAE(
 ):
     """Characteristic-capturing VAE. Every argument is keyword-only and travels in config.json.
 
-    label_names: the L binary labels, in order; z[:, i] is label i's characteristic latent.
-    latent_dim: D, the total latent size (z_c and z_s together); D >= L.
+    label_names: the L binary labels, in order; z[:, i d:(i + 1) d] is label i's characteristic latent.
+    latent_dim: D, the total latent size (z_c and z_s together); D >= L d.
+    characteristic_dim: d, the size of each label's characteristic latent z_i (1: the paper).
     image_size: 64 or 128 (any 4 * 2**n); images are (B, in_channels, image_size, image_size).
     channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
@@ -72,7 +81,8 @@ class CCVAE(
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
     likelihood_scale: the initial scale of p(x|z); one global scale is learned by maximum likelihood.
     prior_separation: initial distance between the means of p(z_i|y_i=0) and p(z_i|y_i=1)
-        (at -sep/2 and +sep/2; the official code starts both at 0, so nothing breaks the tie).
+        (at -/+ sep/2 along the diagonal direction (1, .., 1)/sqrt(d), where w_i starts; the
+        official code starts both at 0, so nothing breaks the tie).
     exclusive_labels: pairs of label names the training data never shows present together
         (the hair colours), found by training; `editing.intervene` clears one when the other is
         set present, so an edit asks for a face the data can show. Empty: no pair.
@@ -92,6 +102,7 @@ class CCVAE(
         *,
         label_names: Sequence[str],
         latent_dim: int = 45,
+        characteristic_dim: int = 1,
         image_size: int = 64,
         in_channels: int = 3,
         channels: Sequence[int] | None = None,
@@ -114,8 +125,11 @@ class CCVAE(
             raise ValueError(f"label_names has duplicates: {label_names}")
         if int(hidden_dim) < 1:
             raise ValueError(f"hidden_dim must be positive, got {hidden_dim}")
-        if latent_dim < len(label_names):
-            raise ValueError(f"latent_dim={latent_dim} is smaller than the number of labels ({len(label_names)})")
+        if int(characteristic_dim) < 1:
+            raise ValueError(f"characteristic_dim must be at least 1, got {characteristic_dim}")
+        if latent_dim < len(label_names) * int(characteristic_dim):
+            raise ValueError(f"latent_dim={latent_dim} is smaller than the characteristic latents need "
+                             f"({len(label_names)} labels x characteristic_dim {characteristic_dim})")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if not likelihood_scale > 0:
@@ -129,7 +143,7 @@ class CCVAE(
             pairs.append(sorted(pair, key=label_names.index))
         pairs = sorted({tuple(p) for p in pairs}, key=lambda p: (label_names.index(p[0]), label_names.index(p[1])))
         self.config = dict(
-            label_names=label_names, latent_dim=int(latent_dim), image_size=int(image_size),
+            label_names=label_names, latent_dim=int(latent_dim), characteristic_dim=int(characteristic_dim), image_size=int(image_size),
             in_channels=int(in_channels), channels=list(channels), hidden_dim=int(hidden_dim),
             label_gates=bool(label_gates),
             decoder_film=bool(decoder_film),
@@ -139,7 +153,7 @@ class CCVAE(
             framing=None if framing is None else check_framing(framing),
             reconstruction_error=None if reconstruction_error is None else check_error_stats(reconstruction_error),
         )
-        L = len(label_names)
+        L, d = len(label_names), int(characteristic_dim)
         # (L, L) bool, symmetric: derived from the config once, read on every edit (editing.intervene)
         self._exclusive = torch.zeros(L, L, dtype=torch.bool)
         for a, b in pairs:
@@ -147,21 +161,24 @@ class CCVAE(
             self._exclusive[i, j] = self._exclusive[j, i] = True
         net = dict(image_size=image_size, channels=channels, hidden_dim=hidden_dim, latent_dim=latent_dim)
         self.encoder = Encoder(in_channels=in_channels, **net)
-        self.decoder = Decoder(out_channels=in_channels, gates=L if label_gates else 0, film=bool(decoder_film), **net)
-        # q(y_i | z_i) = sigmoid(a_i z_i + b_i)
-        self.classifier_weight = nn.Parameter(torch.ones(L))
+        self.decoder = Decoder(out_channels=in_channels, gates=L if label_gates else 0, gate_dim=d,
+                               film=bool(decoder_film), **net)
+        # q(y_i | z_i) = sigmoid(w_i . z_i + b_i); w flat (L d,), starting at (1, .., 1)/sqrt(d)
+        self.classifier_weight = nn.Parameter(torch.full((L * d,), d ** -0.5))
         self.classifier_bias = nn.Parameter(torch.zeros(L))
-        # p(z_i | y_i = v): row v of (2, L); scale = softplus(raw) + eps, starting at 1
-        half = prior_separation / 2
-        self.prior_loc = nn.Parameter(torch.stack([torch.full((L,), -half), torch.full((L,), half)]))
-        self.prior_raw_scale = nn.Parameter(torch.full((2, L), _softplus_inverse(1.0)))
+        # p(z_i | y_i = v): row v of (2, L d); scale = softplus(raw) + eps, starting at 1; the two
+        # means start prior_separation apart along w_i's starting direction
+        half = prior_separation / 2 * d ** -0.5
+        self.prior_loc = nn.Parameter(torch.stack([torch.full((L * d,), -half), torch.full((L * d,), half)]))
+        self.prior_raw_scale = nn.Parameter(torch.full((2, L * d), _softplus_inverse(1.0)))
         # p(x | z) scale, in log space
         self.log_likelihood_scale = nn.Parameter(torch.tensor(float(likelihood_scale)).log())
         # p(y_i = 1): set from the labelled data's frequencies by training, saved with the weights
         self.register_buffer("label_prior", torch.full((L,), 0.5))
         if fitted_style_prior:
-            if latent_dim == L:
-                raise ValueError(f"fitted_style_prior needs style latents, but latent_dim={latent_dim} equals the number of labels")
+            if latent_dim == L * d:
+                raise ValueError(f"fitted_style_prior needs style latents, but latent_dim={latent_dim} leaves none "
+                                 f"after {L} characteristic latents of {d}")
             self._register_style_prior()
 
     def _register_style_prior(self) -> None:
@@ -183,8 +200,23 @@ class CCVAE(
         return self.config["latent_dim"]
 
     @property
+    def characteristic_dim(self) -> int:
+        """d, the size of each label's characteristic latent z_i."""
+        return self.config["characteristic_dim"]
+
+    @property
+    def characteristic_size(self) -> int:
+        """L d, the size of z_c: z[..., :characteristic_size]."""
+        return self.num_labels * self.characteristic_dim
+
+    @property
     def style_dim(self) -> int:
-        return self.latent_dim - self.num_labels
+        return self.latent_dim - self.characteristic_size
+
+    def block(self, label: str | int) -> slice:
+        """Where label i's characteristic latent z_i sits in z: z[..., block(i)], d entries."""
+        i, d = self.label_index(label), self.characteristic_dim
+        return slice(i * d, (i + 1) * d)
 
     @property
     def image_size(self) -> int:
@@ -226,17 +258,27 @@ class CCVAE(
         return torch.sigmoid(upcast(self.decode_logits(z)))
 
     def classifier_logits(self, z_c: torch.Tensor) -> torch.Tensor:
-        """logit q(y_i = 1 | z_i) for z_c (..., L): (..., L)."""
-        return upcast(z_c) * self.classifier_weight + self.classifier_bias
+        """logit q(y_i = 1 | z_i) = w_i . z_i + b_i for z_c (..., L d): (..., L)."""
+        return self.sum_blocks(upcast(z_c) * self.classifier_weight) + self.classifier_bias
 
     def prior_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loc, scale) of p(z_i | y_i = v), each (2, L): row v is y_i = v."""
+        """(loc, scale) of p(z_c | y_c = v), each (2, L d): row v holds every p(z_i | y_i = v), block by block."""
         return self.prior_loc, F.softplus(self.prior_raw_scale) + 1e-4
 
+    def sum_blocks(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-entry values of z_c (..., L d) summed over each label's block: (..., L)."""
+        d = self.characteristic_dim
+        return t if d == 1 else t.unflatten(-1, (self.num_labels, d)).sum(-1)
+
+    def expand_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-label values (..., L) repeated over their blocks: (..., L d)."""
+        d = self.characteristic_dim
+        return y if d == 1 else y.repeat_interleave(d, -1)
+
     def conditional_prior(self, y: torch.Tensor) -> DiagonalGaussian:
-        """p(z_c | y) for y (..., L) in {0, 1}: a DiagonalGaussian over (..., L)."""
+        """p(z_c | y) for y (..., L) in {0, 1}: a DiagonalGaussian over (..., L d)."""
         loc, scale = self.prior_params()
-        y = y.to(loc.dtype)
+        y = self.expand_labels(y.to(loc.dtype))
         return DiagonalGaussian(loc[0] + y * (loc[1] - loc[0]), scale[0] + y * (scale[1] - scale[0]))
 
     def sample_style(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -253,7 +295,7 @@ class CCVAE(
         config["fitted_style_prior"], so the fit is saved with the weights."""
         S = self.style_dim
         if S == 0:
-            raise ValueError("this model has no style latents to fit a prior to (latent_dim equals the number of labels)")
+            raise ValueError("this model has no style latents to fit a prior to (the characteristic latents fill latent_dim)")
         z_s = torch.as_tensor(z_s, dtype=torch.float32)
         if z_s.dim() != 2 or z_s.shape[1] != S:
             raise ValueError(f"z_s must have shape (N, {S}), got {tuple(z_s.shape)}")

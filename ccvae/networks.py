@@ -8,7 +8,9 @@ With gates = G > 0 the decoder also reads, for each of the first G latents (the 
 latents z_c), a learned soft step g_i = sigmoid(s_i (z_i - c_i)): a label's presence as one input it
 can act on fully, however far z_i sits from the boundary (without it, the paper's decoder draws a
 characteristic with a strength that grows with z_i, so the faces the encoder puts near the
-boundary get faint earrings).
+boundary get faint earrings). With characteristic latents of d > 1 entries the gate reads a
+learned direction of each block, g_i = sigmoid(s_i (v_i . z_i - c_i)), v_i (d,) starting at
+(1, .., 1)/sqrt(d), where the classifier's w_i starts.
 With film = True every intermediate stage k of the decoder (the feature maps after each ReLU, widths
 128, 64, 32, 32 at 4x4 .. 32x32) is also modulated channel-wise by the latents (FiLM, Perez et al.
 2018): h_k <- h_k * (1 + gamma_k(z)) + beta_k(z), with gamma, beta one linear map of the decoder's
@@ -81,6 +83,8 @@ class Decoder(nn.Module):
     gates: 0 for the paper's decoder; G > 0 appends g = sigmoid(s * (z[:, :G] - c)), (B, G), to its
         input, with centres c (G,) starting at 0 (midway between the conditional prior's starting
         means) and slopes s = exp(log_s) (G,) starting at GATE_SLOPE.
+    gate_dim: d, the size of each gated block: with d > 1 gate i reads v_i . z[:, i d:(i + 1) d]
+        instead, v flat (G d,) (the parameter gate_direction, absent for d = 1).
     film: False for the paper's decoder; True adds film (Linear(latent_dim + G, 2 * sum(channels))),
         whose output splits into gamma_k, beta_k (B, C_k) for the stage of width C_k, k = 0..n-1.
     """
@@ -88,16 +92,19 @@ class Decoder(nn.Module):
     GATE_SLOPE = 4.0
 
     def __init__(self, *, image_size: int, out_channels: int, channels: Sequence[int], hidden_dim: int, latent_dim: int,
-                 gates: int = 0, film: bool = False):
+                 gates: int = 0, gate_dim: int = 1, film: bool = False):
         super().__init__()
-        if not 0 <= gates <= latent_dim:
-            raise ValueError(f"gates must be between 0 (none) and latent_dim={latent_dim}, got {gates}")
+        if not 0 <= gates * gate_dim <= latent_dim:
+            raise ValueError(f"gates x gate_dim must be between 0 (none) and latent_dim={latent_dim}, got {gates} x {gate_dim}")
         _check_channels(image_size, channels)
         rev = list(channels)[::-1]  # e.g. 128, 64, 32, 32
         self.gates = int(gates)
         if gates:
             self.gate_center = nn.Parameter(torch.zeros(gates))
             self.gate_log_slope = nn.Parameter(torch.full((gates,), math.log(self.GATE_SLOPE)))
+        self.gate_dim = int(gate_dim)
+        if gates and gate_dim > 1:
+            self.gate_direction = nn.Parameter(torch.full((gates * gate_dim,), gate_dim ** -0.5))
         self.project = nn.Sequential(nn.Linear(latent_dim + gates, hidden_dim), nn.ReLU(inplace=True))
         self.film_widths = rev if film else []  # C_k of the stages that are modulated
         if film:
@@ -112,7 +119,11 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.gates:
-            g = torch.sigmoid((z[:, :self.gates] - self.gate_center) * self.gate_log_slope.exp())  # (B, G)
+            if self.gate_dim > 1:  # (B, G d) -> (B, G): v_i . z_i
+                read = (z[:, :self.gates * self.gate_dim] * self.gate_direction).unflatten(1, (self.gates, self.gate_dim)).sum(-1)
+            else:
+                read = z[:, :self.gates]
+            g = torch.sigmoid((read - self.gate_center) * self.gate_log_slope.exp())  # (B, G)
             z = torch.cat([z, g], 1)
         h = self.project(z)
         if not self.film_widths:

@@ -2,7 +2,8 @@
 
 Both return an `Objective`: the per-example bound, the scalar loss whose gradient training
 follows, named terms for logging, and the pieces a training loop may build on (the posterior,
-the sample the decoder saw, log q(y|x)). Shapes: B images, L labels, D latents, K samples.
+the sample the decoder saw, log q(y|x)). Shapes: B images, L labels, D latents, K samples;
+z_c = z[..., :C] with C = L d (d = model.characteristic_dim entries per label).
 
 Supervised (x, y observed), Eq. 1 of Joy et al. (2021):
 
@@ -72,7 +73,7 @@ def log_label_prior(model, y: torch.Tensor) -> torch.Tensor:
 
 
 def log_classifier(model, z_c: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log q(y | z_c) = sum_i log q(y_i | z_i), for z_c (..., L), y broadcastable: (...)."""
+    """log q(y | z_c) = sum_i log q(y_i | z_i), for z_c (..., L d), y (..., L) broadcastable: (...)."""
     logits = model.classifier_logits(z_c)
     return -F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype).expand_as(logits), reduction="none").sum(-1)
 
@@ -102,28 +103,28 @@ def supervised(
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    L = model.num_labels
+    L, C = model.num_labels, model.characteristic_size
     y = y.to(torch.promote_types(y.dtype, torch.float32)) if y.is_floating_point() else y.float()
     if y.shape != (x.shape[0], L):
         raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]}, {L})")
     log_likelihood = log_likelihood or model.log_likelihood
     q = posterior if posterior is not None else model.encode(x)
-    loc_c, scale_c, loc_s, scale_s = q.loc[:, :L], q.scale[:, :L], q.loc[:, L:], q.scale[:, L:]
+    loc_c, scale_c, loc_s, scale_s = q.loc[:, :C], q.scale[:, :C], q.loc[:, C:], q.scale[:, C:]
     if z is None:
         # Only z_c needs K samples (for q(y|x)); z_s is needed once, for z^1. At a
         # reparameterised sample, log N(loc + scale * eps; loc, scale) = log N(eps; 0, 1) - log scale,
         # with the same value and the same gradient as evaluating the density at z.
         eps_c = torch.randn((k, *loc_c.shape), generator=generator, device=loc_c.device, dtype=loc_c.dtype)
         eps_s = torch.randn(loc_s.shape, generator=generator, device=loc_s.device, dtype=loc_s.dtype)
-        z_c = loc_c + scale_c * eps_c  # (K, B, L)
+        z_c = loc_c + scale_c * eps_c  # (K, B, C)
         z0 = torch.cat([z_c[0], loc_s + scale_s * eps_s], -1)  # (B, D), the sample the decoder sees
         log_qzc = _log_standard_normal(eps_c) - scale_c.log().sum(-1)  # (K, B)
         log_qzs = _log_standard_normal(eps_s) - scale_s.log().sum(-1)  # (B,)
     else:
         k = z.shape[0]
-        z_c, z0 = z[..., :L], z[0]  # (K, B, L), (B, D)
+        z_c, z0 = z[..., :C], z[0]  # (K, B, C), (B, D)
         log_qzc = gaussian_log_prob(z_c, loc_c, scale_c).sum(-1)  # (K, B)
-        log_qzs = gaussian_log_prob(z0[:, L:], loc_s, scale_s).sum(-1)  # (B,)
+        log_qzs = gaussian_log_prob(z0[:, C:], loc_s, scale_s).sum(-1)  # (B,)
     log_px = log_likelihood(x, model.decode_logits(z0))  # (B,)
 
     log_qy_zc = log_classifier(model, z_c, y)  # (K, B)
@@ -131,9 +132,9 @@ def supervised(
     log_w = log_qy_zc - log_qyx  # (K, B), <= log K
     w = log_w.exp()
 
-    prior = model.conditional_prior(y)  # over (B, L)
+    prior = model.conditional_prior(y)  # over (B, C)
     log_pzc = prior.log_prob(z_c).sum(-1)  # (K, B)
-    log_pzs = _log_standard_normal(z0[:, L:])  # (B,)
+    log_pzs = _log_standard_normal(z0[:, C:])  # (B,)
     log_py = log_label_prior(model, y)  # (B,)
 
     r_c = log_pzc - log_qzc - log_qy_zc  # (K, B): the part of the log-ratio that depends on z_c
@@ -143,7 +144,7 @@ def supervised(
     surrogate = bound - (w[0] - w[0].detach()) * r0.detach() + ((w - w.detach()) * r_c.detach()).mean(0)
 
     with torch.no_grad():
-        pred = model.classifier_logits(q.loc[:, :L]) > 0
+        pred = model.classifier_logits(q.loc[:, :C]) > 0
         terms = {
             "bound": bound.mean(),
             "reconstruction": -log_px.mean(),
@@ -175,22 +176,22 @@ def unsupervised(
 
     z: optional sample (B, D) to use instead of drawing one. posterior, log_likelihood: as in `supervised`.
     """
-    L = model.num_labels
+    C = model.characteristic_size
     log_likelihood = log_likelihood or model.log_likelihood
     q = posterior if posterior is not None else model.encode(x)
     if z is None:
         z = q.sample(generator=generator)  # (B, D)
     log_px = log_likelihood(x, model.decode_logits(z))  # (B,)
-    z_c = z[:, :L]
+    z_c = z[:, :C]
     logits = model.classifier_logits(z_c)  # (B, L)
     log_q = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], 1)  # (B, 2, L): log q(y_i = v | z_i)
-    loc, scale = model.prior_params()  # (2, L)
-    log_pz = gaussian_log_prob(upcast(z_c).unsqueeze(1), loc, scale)  # (B, 2, L): log p(z_i | y_i = v)
+    loc, scale = model.prior_params()  # (2, C)
+    log_pz = model.sum_blocks(gaussian_log_prob(upcast(z_c).unsqueeze(1), loc, scale))  # (B, 2, L): log p(z_i | y_i = v)
     pi = model.label_prior
     log_py = torch.stack([torch.log1p(-pi), pi.log()])  # (2, L)
     per_label = (log_q.exp() * (log_pz + log_py - log_q)).sum(1)  # (B, L)
     log_qz = q.log_prob(z).sum(-1)  # (B,)
-    bound = log_px + _log_standard_normal(z[:, L:]) - log_qz + per_label.sum(-1)
+    bound = log_px + _log_standard_normal(z[:, C:]) - log_qz + per_label.sum(-1)
     with torch.no_grad():
         terms = {
             "bound": bound.mean(),

@@ -80,7 +80,7 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path):
 
 
 def test_invalid_constructor_arguments_are_named():
-    with pytest.raises(ValueError, match="latent_dim=2 is smaller than the number of labels"):
+    with pytest.raises(ValueError, match=r"latent_dim=2 is smaller than the characteristic latents need \(3 labels x characteristic_dim 1\)"):
         CCVAE(label_names=["a", "b", "c"], latent_dim=2)
     with pytest.raises(ValueError, match="image_size must be 4"):
         CCVAE(label_names=["a"], image_size=60)
@@ -144,7 +144,7 @@ def test_label_gates_are_a_step_of_z_c_that_the_decoder_reads_and_they_travel_wi
     old = CCVAE.from_pretrained(tmp_path / "p")
     assert old.decoder.gates == 0 and old.decoder.project[0].in_features == D
     from ccvae.networks import Decoder
-    with pytest.raises(ValueError, match="gates must be between 0 \\(none\\) and latent_dim=6, got 7"):
+    with pytest.raises(ValueError, match="gates x gate_dim must be between 0 \\(none\\) and latent_dim=6, got 7 x 1"):
         Decoder(image_size=16, out_channels=3, channels=[8, 8], hidden_dim=16, latent_dim=6, gates=7)
 
 

@@ -30,7 +30,7 @@ def test_set_and_resample_touch_only_their_latent(setup):
             assert not torch.equal(out[:, i], z[:, i])
     styled = editing.resample_style(model, z)
     assert torch.equal(styled[:, :L], z[:, :L]) and not torch.equal(styled[:, L:], z[:, L:])
-    swapped = editing.swap(z, z.flip(0), 2)
+    swapped = editing.swap(model, z, z.flip(0), 2)
     assert torch.equal(swapped[:, 2], z.flip(0)[:, 2]) and torch.equal(_others(swapped, 2), _others(z, 2))
     assert torch.equal(z, editing.encode(model, torch.rand(4, 3, 16, 16))) is False  # inputs untouched
 

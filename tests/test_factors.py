@@ -116,6 +116,7 @@ class MosaicModel(nn.Module):
 
     label_names = ["Eyeglasses", "Wearing_Hat"]
     num_labels = 2
+    characteristic_dim = 1
 
     def __init__(self, uses_z0=True):
         super().__init__()
@@ -132,6 +133,10 @@ class MosaicModel(nn.Module):
 
     def label_index(self, name):
         return self.label_names.index(name) if isinstance(name, str) else int(name)
+
+    def block(self, name):
+        i = self.label_index(name)
+        return slice(i, i + 1)
 
     def prior_params(self):
         return torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), torch.ones(2, 2)

@@ -116,8 +116,8 @@ def intervention_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: to
     """Does a decoded edit read as the edit? z: (B, D) latents of images with labels y (B, L).
 
     Row b: one label i is flipped, v = 1 - y[b, i], i drawn uniformly or, with `focus` (L,)
-    positive weights, in proportion to them (`edit_focus`). z_i is replaced by a draw from
-    p(z_i | y_i = v); adding label i first replaces z_j of every present label j with
+    positive weights, in proportion to them (`edit_focus`). z_i (its whole block of d) is replaced
+    by a draw from p(z_i | y_i = v); adding label i first replaces z_j of every present label j with
     exclusive[i, j] by a draw from p(z_j | y_j = 0), as the app edits (`ccvae.editing.intervene`),
     so no edit asks for two hair colours. The result is decoded to its mean image x', encoded
     again, and valued log q(y_i = v | z'_i) at the new posterior mean z'_i.
@@ -137,21 +137,25 @@ def intervention_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: to
             raise ValueError(f"focus must hold one weight per label, shape ({L},), got {tuple(focus.shape)}")
         i = torch.multinomial(focus.to(z.device, torch.float32).expand(B, L), 1, generator=generator)  # (B, 1)
     v = 1 - y.gather(1, i).long()  # (B, 1)
-    loc, scale = (t.detach() for t in model.prior_params())  # (2, L) each
-    eps = torch.randn((B, 1), generator=generator, device=z.device, dtype=loc.dtype)
-    z_i = loc[v, i] + scale[v, i] * eps  # (B, 1): z_i ~ p(z_i | y_i = v)
-    z_edit = z.scatter(1, i, z_i.to(z.dtype))
+    d = model.characteristic_dim
+    cols = i * d + torch.arange(d, device=z.device)  # (B, d): where z_i sits in z
+    loc, scale = (t.detach() for t in model.prior_params())  # (2, L d) each
+    eps = torch.randn((B, d), generator=generator, device=z.device, dtype=loc.dtype)
+    z_i = loc[v, cols] + scale[v, cols] * eps  # (B, d): z_i ~ p(z_i | y_i = v)
+    z_edit = z.scatter(1, cols, z_i.to(z.dtype))
     if exclusive is not None:
         if exclusive.shape != (L, L):
             raise ValueError(f"exclusive has shape {tuple(exclusive.shape)}, expected ({L}, {L})")
         ex = exclusive.to(z.device).bool() & ~torch.eye(L, dtype=torch.bool, device=z.device)
-        drop = ex[i.squeeze(1)] & present & (v == 1)  # (B, L): adding i clears the present j it excludes
-        absent = loc[0] + scale[0] * torch.randn((B, L), generator=generator, device=z.device, dtype=loc.dtype)
-        z_edit = torch.cat([torch.where(drop, absent.to(z.dtype), z_edit[:, :L]), z_edit[:, L:]], 1)
+        drop = model.expand_labels(ex[i.squeeze(1)] & present & (v == 1))  # (B, L d): adding i clears the present j it excludes
+        absent = loc[0] + scale[0] * torch.randn((B, L * d), generator=generator, device=z.device, dtype=loc.dtype)
+        C = L * d
+        z_edit = torch.cat([torch.where(drop, absent.to(z.dtype), z_edit[:, :C]), z_edit[:, C:]], 1)
     x_edit = model.decode(z_edit)  # (B, C, H, W), the mean image
     judge = {name: p.detach() for name, p in model.encoder.named_parameters()}
     loc_edit, _ = torch.func.functional_call(model.encoder, judge, (x_edit,))
-    z_back = upcast(loc_edit.gather(1, i))  # (B, 1): z'_i
-    logit = z_back * model.classifier_weight.detach()[i] + model.classifier_bias.detach()[i]
+    z_back = upcast(loc_edit.gather(1, cols))  # (B, d): z'_i
+    w = model.classifier_weight.detach()[cols]  # (B, d)
+    logit = (z_back * w).sum(1, keepdim=True) + model.classifier_bias.detach()[i]
     value = -F.binary_cross_entropy_with_logits(logit, v.to(logit.dtype), reduction="none").squeeze(1)
     return value, i.squeeze(1)

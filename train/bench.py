@@ -29,7 +29,7 @@ from .trainer import make_optimizer
 def supervised_encode_twice(model: CCVAE, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """The baseline: the official code's supervised step, written plainly. The encoder runs once
     for the ELBO sample and again inside the classifier loss for the K samples of q(y|x)."""
-    L = model.num_labels
+    L = model.characteristic_size  # z_c = z[:, :L]
     q = model.encode(x)
     z = q.sample()
     log_px = model.log_likelihood(x, model.decode_logits(z))

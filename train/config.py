@@ -69,7 +69,8 @@ class TrainConfig:
     val_limit: int = 2000  # validation images scored after each epoch
     align: str | None = None  # folder: align each photo's face first (synthetic | celeba | celeba-crop framing)
     # model (ccvae.CCVAE's config)
-    latent_dim: int = 45  # one characteristic latent per label, the rest style
+    latent_dim: int = 45  # all latents: characteristic_dim per label, the rest style
+    characteristic_dim: int = 1  # d, entries of each label's characteristic latent (1: the paper)
     channels: list[int] | None = None  # encoder conv widths (default: the paper's 32 32 64 128 at 64x64)
     hidden_dim: int = 256
     label_gates: bool = True
@@ -117,6 +118,7 @@ def check(c: TrainConfig) -> None:
          f"None, or for the folder dataset one of {ALIGN_CHOICES}")
     need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "a positive number of images")
     need(c.latent_dim >= 1, "latent_dim", "positive")
+    need(c.characteristic_dim >= 1, "characteristic_dim", "at least 1")
     need(c.channels is None or (len(c.channels) > 0 and min(c.channels) >= 1), "channels", "positive widths")
     need(c.hidden_dim >= 1, "hidden_dim", "a positive width")
     need(c.likelihood_scale > 0, "likelihood_scale", "positive")

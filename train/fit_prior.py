@@ -36,7 +36,7 @@ def fit_style_prior(model: CCVAE, images, *, n: int = DEFAULT_FACES, seed: int =
     draws = []
     for start in range(0, len(idx), batch_size):
         x = batches.to_float(batches.load(images[idx[start:start + batch_size]])).to(model.device)
-        draws.append(editing.encode(model, x, sample=True, generator=g)[:, model.num_labels:].float().cpu())
+        draws.append(editing.encode(model, x, sample=True, generator=g)[:, model.characteristic_size:].float().cpu())
     model.train(was_training)
     z_s = torch.cat(draws)
     model.fit_style_prior(z_s.to(model.device))

@@ -9,11 +9,11 @@ these to the metrics of any dataset when it evaluates on the synthetic faces:
   combination occurs in the test labels (every pair of label values seen at least once), so a
   request the data cannot show (a second hair colour, Bald under a hat) is not counted.
 - intervention_success_consistent (models with exclusive_labels): the same edits made by
-  `editing.intervene`, as the app makes them: setting a label present also sets the labels the
+  `editing.intervene` does, as the app makes them: setting a label present also sets the labels the
   model keeps exclusive with it (the other hair colours), where present, to the mean of their
   p(z_j | y_j = 0), so that no edit asks for two hair colours at once.
 - intervention_success_add / _remove (with the true labels): the same edits split by what they
-  change: v = 1 on the faces without label i (adding it; made by `editing.intervene`, as the app
+  change: v = 1 on the faces without label i (adding it; made as `editing.intervene` makes edits, as the app
   adds a label) and v = 0 on the faces with it (removing it). Edits to the value a face already
   has are nearly free, so these two say which direction fails.
 - intervention_leakage: in the same images, the fraction of the other labels whose oracle
@@ -89,7 +89,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
     mi = [model.label_index(nm) for nm in names]
     oi = torch.tensor([oracle.label_names.index(nm) for nm in names], device=model.device)
     g = torch.Generator(device=model.device).manual_seed(seed)
-    loc, _ = model.prior_params()
+    means = [editing.characteristic_prior(model, i)[0] for i in mi]  # (2, d) each: the means of p(z_i | y_i = v)
 
     def read(x: torch.Tensor) -> torch.Tensor:  # oracle readings of our labels: (B, len(names)) bool
         return oracle.predict(x.to(next(oracle.parameters()).device)).to(model.device)[:, oi]
@@ -127,12 +127,12 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         base_np = base.cpu().numpy()
         for a, i in enumerate(mi):
             for v in (0, 1):
-                seen_v = read(editing.decode(model, editing.set_latent(z, i, loc[v, i])))
+                seen_v = read(editing.decode(model, editing.set_characteristic(model, z, i, means[a][v])))
                 hit = (seen_v[:, a] == bool(v)).cpu().numpy()
                 success[a] += hit.sum() / 2
                 hit_c = hit
-                if v == 1 and exclusive[i].any():  # editing.intervene differs from set_latent only here
-                    seen_c = read(editing.decode(model, editing.intervene(model, z, i, loc[v, i])))
+                if v == 1 and exclusive[i].any():  # edits as the app makes them differ from plain ones only here
+                    seen_c = read(editing.decode(model, editing.set_characteristic(model, z, i, means[a][v], as_edits=True)))
                     hit_c = seen_c[:, a].cpu().numpy()
                 consistent[a] += hit_c.sum() / 2
                 if feasible is not None:
@@ -150,7 +150,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
         z_y = editing.generate(model, y, generator=g)
         cond_hits += agree(y, z_y)
         if fitted:  # the same z_c with z_s ~ N(0, I), the training prior (its own generator: g's draws stay as they were)
-            z_y[:, model.num_labels:] = torch.randn(B, model.style_dim, generator=g_standard, device=model.device)
+            z_y[:, model.characteristic_size:] = torch.randn(B, model.style_dim, generator=g_standard, device=model.device)
             cond_hits_standard += agree(y, z_y)
         if exclusive.any():  # its own generator too
             cond_hits_compatible += agree(*editing.random_face(model, B, generator=g_compatible))
@@ -170,7 +170,7 @@ def oracle_metrics(model: CCVAE, oracle, images: np.ndarray, *, n: int = 500, re
             # the yardstick: resampling one style latent, averaged over the latents the model uses
             # (a collapsed one, posterior = prior for every image, changes nothing when resampled
             # and would make any ratio look huge); the same denominator for every label
-            active = model.num_labels + active_units(z[:, model.num_labels:])
+            active = model.characteristic_size + active_units(z[:, model.characteristic_size:])
             v = 0.0
             for j in active.tolist():
                 zs = editing.set_latent(zr, j, torch.randn(zr.shape[0], generator=g, device=model.device))

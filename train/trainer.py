@@ -181,14 +181,15 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     # label pairs the labelled data never shows together (hair colours): saved with the model,
     # which keeps them exclusive in its edits (editing.intervene) and in the intervention term
     exclusive_labels = exclusive_pairs(labelled.labels, label_names) if len(labelled) else []
-    model = CCVAE(label_names=label_names, latent_dim=config.latent_dim, image_size=config.image_size,
+    model = CCVAE(label_names=label_names, latent_dim=config.latent_dim, characteristic_dim=config.characteristic_dim,
+                  image_size=config.image_size,
                   channels=config.channels, hidden_dim=config.hidden_dim, label_gates=config.label_gates,
                   decoder_film=config.decoder_film, likelihood=config.likelihood,
                   likelihood_scale=config.likelihood_scale, exclusive_labels=exclusive_labels,
                   framing=framing(config.dataset, align=config.align))
     if config.fit_style_prior and model.style_dim == 0:
-        raise ValueError(f"fit_style_prior needs style latents, but latent_dim {config.latent_dim} equals the "
-                         f"number of labels ({model.num_labels})")
+        raise ValueError(f"fit_style_prior needs style latents, but latent_dim {config.latent_dim} leaves none after "
+                         f"{model.num_labels} characteristic latents of {model.characteristic_dim}")
     if len(labelled):
         model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
     model.to(device).to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest
