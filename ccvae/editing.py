@@ -67,7 +67,7 @@ def characteristic_prior(model, label: int | str) -> tuple[torch.Tensor, torch.T
 @torch.no_grad()
 def coordinate(model, z: torch.Tensor, label: int | str) -> torch.Tensor:
     """Label i's slider position t_i = u_i . z_i for z (..., D): (...)."""
-    return (z[..., model.block(label)].float() @ direction(model, label).to(z.device)).to(z.dtype)
+    return z[..., model.block(label)] @ direction(model, label).to(z.device, z.dtype)
 
 
 @torch.no_grad()

@@ -74,8 +74,8 @@ class CCVAE(
     channels: the encoder's conv channels (default (32, 32, 64, 128) at 64x64).
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
     label_gates: the decoder also reads a learned soft step sigmoid(s_i (z_i - c_i)) of every
-        characteristic latent (networks.Decoder), so it can draw a label fully wherever z_i reads
-        present; False: the paper's decoder.
+        characteristic latent (of v_i . z_i, a learned direction, when d > 1; networks.Decoder), so
+        it can draw a label fully wherever z_i reads present; False: the paper's decoder.
     decoder_film: the decoder's intermediate feature maps are also scaled and shifted channel-wise
         by a linear map of z that starts at zero (FiLM; networks.Decoder); False: the paper's decoder.
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).
@@ -87,7 +87,7 @@ class CCVAE(
         (the hair colours), found by training; `editing.intervene` clears one when the other is
         set present, so an edit asks for a face the data can show. Empty: no pair.
     fitted_style_prior: generation samples z_s from a Gaussian fitted to the aggregate posterior
-        (the buffers style_prior_loc (S,) and style_prior_tril (S, S), S = latent_dim - L, set by
+        (the buffers style_prior_loc (S,) and style_prior_tril (S, S), S = latent_dim - L d, set by
         `fit_style_prior`) instead of N(0, I). False: N(0, I), as in the paper.
     framing: where the training images have their eyes ({"left_eye": [x, y], "right_eye": [x, y],
         "aspect": a, "crop": "..."}, [0, 1] image coordinates; `ccvae.photos`), so a photo can be
@@ -125,8 +125,8 @@ class CCVAE(
             raise ValueError(f"label_names has duplicates: {label_names}")
         if int(hidden_dim) < 1:
             raise ValueError(f"hidden_dim must be positive, got {hidden_dim}")
-        if int(characteristic_dim) < 1:
-            raise ValueError(f"characteristic_dim must be at least 1, got {characteristic_dim}")
+        if isinstance(characteristic_dim, bool) or int(characteristic_dim) != characteristic_dim or characteristic_dim < 1:
+            raise ValueError(f"characteristic_dim must be a whole number >= 1, got {characteristic_dim!r}")
         if latent_dim < len(label_names) * int(characteristic_dim):
             raise ValueError(f"latent_dim={latent_dim} is smaller than the characteristic latents need "
                              f"({len(label_names)} labels x characteristic_dim {characteristic_dim})")

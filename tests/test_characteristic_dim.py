@@ -329,14 +329,16 @@ def test_a_config_saved_before_characteristic_dim_existed_loads_as_the_paper(tmp
 
 
 def test_invalid_characteristic_dims_are_named(tmp_path):
-    with pytest.raises(ValueError, match="characteristic_dim must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="characteristic_dim must be a whole number >= 1, got 0"):
         CCVAE(label_names=["a", "b"], characteristic_dim=0)
+    with pytest.raises(ValueError, match="characteristic_dim must be a whole number >= 1, got 2.7"):
+        CCVAE(label_names=["a", "b"], characteristic_dim=2.7)
     with pytest.raises(ValueError, match=r"latent_dim=8 is smaller .*\(3 labels x characteristic_dim 3\)"):
         CCVAE(label_names=["a", "b", "c"], latent_dim=8, characteristic_dim=3)
     d3_model().save_pretrained(tmp_path / "m")
     config_file = tmp_path / "m" / "config.json"
     config = json.loads(config_file.read_text())
-    for bad, message in ((0, "characteristic_dim must be at least 1, got 0"),
+    for bad, message in ((0, "characteristic_dim must be a whole number >= 1, got 0"),
                          (2, r"classifier_weight has shape \(9,\), the config needs \(6,\)")):
         config_file.write_text(json.dumps({**config, "characteristic_dim": bad}))
         with pytest.raises(CheckpointError, match=message):  # a CheckpointError is a ValueError

@@ -61,16 +61,17 @@ def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) 
 @torch.no_grad()
 def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int = 8, seed: int = 0,
                      scale: int = 1) -> Image.Image:
-    """One face (x[:1]); for each label, its reconstruction then n resamples of z_i ~ p(z_i | y_i = 1)
-    (the labels exclusive with it cleared, as the app's Add button clears them)."""
+    """For each face of x and each label, a row: the face's reconstruction, then n resamples of the
+    whole z_i ~ p(z_i | y_i = 1) (the labels exclusive with it cleared, as the app's Add button
+    clears them)."""
     g = torch.Generator(device=model.device).manual_seed(seed)
-    z = editing.encode(model, x[:1])
     rows, names = [], []
-    for label in labels:
-        i = model.label_index(label)
-        many = editing.resample_latent(model, z.expand(n, -1), i, present=True, generator=g, as_edits=True)
-        rows.append(editing.decode(model, torch.cat([z, many])))
-        names.append(f"{model.label_names[i]} x{n}")
+    for f, z in enumerate(editing.encode(model, x).split(1)):
+        for label in labels:
+            i = model.label_index(label)
+            many = editing.resample_latent(model, z.expand(n, -1), i, present=True, generator=g, as_edits=True)
+            rows.append(editing.decode(model, torch.cat([z, many])))
+            names.append(f"{model.label_names[i]} x{n}" if len(x) == 1 else f"face {f + 1}: {model.label_names[i]} x{n}")
     return grid(torch.stack(rows), names, scale=scale)
 
 
@@ -95,8 +96,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="synthetic", choices=["synthetic", "celeba", "folder"])
     p.add_argument("--root", type=Path)
     p.add_argument("--labels", type=Path, dest="labels_csv")
-    p.add_argument("--diversity-labels", nargs="+", default=["Eyeglasses", "Smiling", "Wearing_Hat"],
-                   help="characteristics to resample in the diversity figure (the face is chosen to have the first)")
+    p.add_argument("--diversity-labels", nargs="+", default=["Eyeglasses", "Wearing_Hat", "Wearing_Earrings", "Smiling"],
+                   help="characteristics to resample in the diversity figure (the two faces are chosen to have the first)")
     p.add_argument("--examples", type=int, default=0, help="also write this many held-out faces to CHECKPOINT/examples/")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -119,8 +120,8 @@ def main(args) -> None:
     traversal_figure(model, x[:2]).save(args.out / "traversal.png")
     first = model.label_index(args.diversity_labels[0])
     having = np.flatnonzero(np.asarray(test.labels)[:, first] == 1)
-    face = batches.to_float(batches.load(test.images[having[:1]])) if len(having) else x[:1]
-    diversity_figure(model, face, args.diversity_labels, seed=args.seed, scale=2).save(args.out / "diversity.png")
+    faces = batches.to_float(batches.load(test.images[having[:2]])) if len(having) >= 2 else x[:2]
+    diversity_figure(model, faces, args.diversity_labels, seed=args.seed, scale=2).save(args.out / "diversity.png")
     print(f"wrote reconstructions.png, traversal.png, diversity.png to {args.out}")
     if args.examples:
         folder = Path(args.checkpoint) / "examples"

@@ -84,7 +84,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
 
 - dataset: `{config.dataset}`, {config.image_size}x{config.image_size}, labelled fraction f = {config.sup_frac}
 - labels (one characteristic latent each, in this order): {", ".join(f"`{n}`" for n in model.label_names)}
-- latents: {model.latent_dim} ({model.num_labels} characteristic + {model.style_dim} style);
+- latents: {model.latent_dim} ({model.num_labels} characteristic of {model.characteristic_dim} each + {model.style_dim} style);
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g} (learned)
 - labels kept exclusive in edits (never together in its training labels): {", ".join(f"{a} / {b}" for a, b in model.config["exclusive_labels"]) or "none"}
 - style latents generated from: {style}
