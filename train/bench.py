@@ -29,16 +29,16 @@ from .trainer import make_optimizer
 def supervised_encode_twice(model: CCVAE, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """The baseline: the official code's supervised step, written plainly. The encoder runs once
     for the ELBO sample and again inside the classifier loss for the K samples of q(y|x)."""
-    L = model.characteristic_size  # z_c = z[:, :L]
+    C = model.characteristic_size  # z_c = z[:, :C]
     q = model.encode(x)
     z = q.sample()
     log_px = model.log_likelihood(x, model.decode_logits(z))
-    log_qyzc = objective.log_classifier(model, z[:, :L], y)
+    log_qyzc = objective.log_classifier(model, z[:, :C], y)
     q_again = model.encode(x)  # the second encoder pass
-    zk = q_again.sample(k)[..., :L]
+    zk = q_again.sample(k)[..., :C]
     log_qyx = torch.logsumexp(objective.log_classifier(model, zk, y), 0) - math.log(k)
     prior = model.conditional_prior(y)
-    log_pz = prior.log_prob(z[:, :L]).sum(-1) + (-0.5 * z[:, L:].square() - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_pz = prior.log_prob(z[:, :C]).sum(-1) + (-0.5 * z[:, C:].square() - 0.5 * math.log(2 * math.pi)).sum(-1)
     kl = q.log_prob(z).sum(-1) - log_pz
     w = torch.exp(log_qyzc - log_qyx)
     elbo = w * (log_px - kl - log_qyzc) + log_qyx + objective.log_label_prior(model, y)
