@@ -206,11 +206,11 @@ class Editor:
         # (a range far from the prior), the first draw. Its position is rounded as the slider shows it.
         low, high, _ = self.ranges[i]
         current = self.slider_value(session.z, i)
-        draws = editing.sample_characteristic(self.model, i, present, 64, generator=self._generator(seed))  # (64, d)
-        ts = (draws.float() @ editing.direction(self.model, i)).tolist()
+        draws = editing.resample_latent(self.model, session.z.expand(64, -1), i, present=present,
+                                        generator=self._generator(seed))  # (64, D)
+        ts = editing.coordinate(self.model, draws, i).tolist()
         pick = next((n for n, t in enumerate(ts) if low <= t <= high and self.shown_value(i, t) != current), 0)
-        z = editing.set_characteristic(self.model, session.z, i, draws[pick])
-        z = editing.intervene(self.model, z, i, self.shown_value(i, ts[pick]))
+        z = editing.intervene(self.model, draws[pick:pick + 1], i, self.shown_value(i, ts[pick]))
         p = float(editing.label_probs(self.model, z)[0, i])
         status = f"{words(self.labels[i])}: new sample with it {'present' if present else 'absent'} (seed {seed})."
         return (self.face(z), self.slider_value(z, i), self.prob_html(p), status, *self.partner_outputs(i, z),
