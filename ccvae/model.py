@@ -75,7 +75,8 @@ class CCVAE(
     hidden_dim: width of the 1x1 bottleneck between convolutions and latents.
     label_gates: the decoder also reads a learned soft step sigmoid(s_i (z_i - c_i)) of every
         characteristic latent (of v_i . z_i, a learned direction, when d > 1; networks.Decoder), so
-        it can draw a label fully wherever z_i reads present; False: the paper's decoder.
+        it can draw a label fully wherever z_i reads present; with d > 1 the rest of z_i reaches the
+        decoder multiplied by that step, so it can only draw the label's kind. False: the paper's decoder.
     decoder_film: the decoder's intermediate feature maps are also scaled and shifted channel-wise
         by a linear map of z that starts at zero (FiLM; networks.Decoder); False: the paper's decoder.
     likelihood: "laplace" | "gaussian" | "bernoulli", the family of p(x|z).

@@ -10,7 +10,11 @@ can act on fully, however far z_i sits from the boundary (without it, the paper'
 characteristic with a strength that grows with z_i, so the faces the encoder puts near the
 boundary get faint earrings). With characteristic latents of d > 1 entries the gate reads a
 learned direction of each block, g_i = sigmoid(s_i (v_i . z_i - c_i)), v_i (d,) starting at
-(1, .., 1)/sqrt(d), where the classifier's w_i starts.
+(1, .., 1)/sqrt(d), where the classifier's w_i starts, and the rest of the block reaches the
+decoder multiplied by the gate: z_i -> a_i + g_i (z_i - a_i), a_i the part of z_i along v_i. The free
+directions of z_i then draw nothing on a face without label i, so they cannot hold what every face
+has (background, pose: z_s holds it anyway, and a second copy only costs KL) and are left for what
+comes with the label (which glasses, which hat).
 With film = True every intermediate stage k of the decoder (the feature maps after each ReLU, widths
 128, 64, 32, 32 at 4x4 .. 32x32) is also modulated channel-wise by the latents (FiLM, Perez et al.
 2018): h_k <- h_k * (1 + gamma_k(z)) + beta_k(z), with gamma, beta one linear map of the decoder's
@@ -84,7 +88,8 @@ class Decoder(nn.Module):
         input, with centres c (G,) starting at 0 (midway between the conditional prior's starting
         means) and slopes s = exp(log_s) (G,) starting at GATE_SLOPE.
     gate_dim: d, the size of each gated block: with d > 1 gate i reads v_i . z[:, i d:(i + 1) d]
-        instead, v flat (G d,) (the parameter gate_direction, absent for d = 1).
+        instead, v flat (G d,) (the parameter gate_direction, absent for d = 1), and the block's part
+        across v_i is multiplied by g_i before the decoder reads it.
     film: False for the paper's decoder; True adds film (Linear(latent_dim + G, 2 * sum(channels))),
         whose output splits into gamma_k, beta_k (B, C_k) for the stage of width C_k, k = 0..n-1.
     """
@@ -119,11 +124,19 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.gates:
-            if self.gate_dim > 1:  # (B, G d) -> (B, G): v_i . z_i
-                read = (z[:, :self.gates * self.gate_dim] * self.gate_direction).unflatten(1, (self.gates, self.gate_dim)).sum(-1)
+            C = self.gates * self.gate_dim
+            if self.gate_dim > 1:
+                blocks = z[:, :C].unflatten(1, (self.gates, self.gate_dim))  # (B, G, d)
+                v = self.gate_direction.unflatten(0, (self.gates, self.gate_dim))  # (G, d)
+                read = (blocks * v).sum(-1)  # (B, G): v_i . z_i
             else:
-                read = z[:, :self.gates]
+                read = z[:, :C]
             g = torch.sigmoid((read - self.gate_center) * self.gate_log_slope.exp())  # (B, G)
+            if self.gate_dim > 1:  # the part of z_i across v_i reaches the decoder only where label i is on
+                u = v / v.norm(dim=-1, keepdim=True)
+                along = (blocks * u).sum(-1, keepdim=True) * u  # (B, G, d)
+                blocks = along + g.unsqueeze(-1) * (blocks - along)
+                z = torch.cat([blocks.flatten(1), z[:, C:]], 1)
             z = torch.cat([z, g], 1)
         h = self.project(z)
         if not self.film_widths:

@@ -296,6 +296,34 @@ def test_intervention_edits_replace_the_flipped_block_with_a_prior_draw_and_valu
     torch.testing.assert_close(value, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_with_gates_the_block_across_the_gate_direction_reaches_the_decoder_only_where_the_label_is_on():
+    """d > 1 with label gates: the decoder reads v_i . z_i and g_i * (the rest of z_i), so the free
+    directions of a block can draw only what comes with its label (a frame's kind), not style."""
+    model = d3_model(label_gates=True).double()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        model.decoder.gate_direction.copy_(torch.randn(L * d, generator=g))
+        model.decoder.gate_log_slope.fill_(6.0)  # a sharp step: g_i is 0 or 1 to double precision
+    v = blocks(model.decoder.gate_direction.detach())[0]
+    u = v / v.norm()
+    z = torch.randn(2, model.latent_dim, generator=g, dtype=torch.float64)
+    across = torch.randn(d, generator=g, dtype=torch.float64)
+    across = across - (across @ u) * u  # orthogonal to v_0
+    moved = z.clone()
+    moved[:, :d] += 2.0 * across
+    for on in (False, True):
+        with torch.no_grad():  # label 0's gate off (on) for both rows: its centre far above (below) v_0 . z_0
+            model.decoder.gate_center[0] = (z[:, :d] @ v).mean() + (-20.0 if on else 20.0)
+        a, b = model.decoder(z), model.decoder(moved)
+        if on:
+            assert (a - b).abs().max() > 1e-3
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    along = z.clone()
+    along[:, :d] += 0.01 * u  # along v_0 the block always reaches the decoder (the gate stays off)
+    assert (model.decoder(along) - model.decoder(z)).abs().max() > 1e-6
+
+
 # ---- checkpoints ---------------------------------------------------------------------------------
 
 
