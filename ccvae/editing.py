@@ -10,7 +10,8 @@ A label's slider is one number, its coordinate t_i = u_i . z_i along u_i = w_i /
 direction in which the classifier's logit w_i . z_i + b_i changes. Moving the slider moves z_i
 along u_i and keeps the rest of the block (the characteristic's kind: which glasses); resampling
 draws the whole block from p(z_i | y_i); a swap takes the whole block. With d = 1, u_i = 1 and
-t_i = z_i: the paper's latent walk.
+t_i = z_i: the paper's latent walk. A model with fitted kinds (`CCVAE.fit_kinds`) keeps some of a
+characteristic's variety in z_s; resampling and swaps move those coordinates with z_i.
 """
 from __future__ import annotations
 
@@ -161,12 +162,37 @@ def sample_characteristic(model, label: int | str, present: bool | torch.Tensor,
     return loc[v] + scale[v] * eps
 
 
+def kind_coordinates(model, z: torch.Tensor, label: int | str, present: bool) -> torch.Tensor:
+    """Label i's kind coordinates on one side, z_s . kind_basis[present, i] (`CCVAE.fit_kinds`): (..., K)."""
+    basis = model.kind_basis[int(bool(present)), model.label_index(label)].to(z)  # (K, S)
+    return z[..., model.characteristic_size:] @ basis.T
+
+
+@torch.no_grad()
+def set_kinds(model, z: torch.Tensor, label: int | str, present: bool, coords: torch.Tensor) -> torch.Tensor:
+    """A copy of z (..., D) whose style latents have label i's kind coordinates on side `present`
+    set to coords (..., K): z_s + (coords - z_s . B^T) B, B = kind_basis[present, i] (K, S)
+    orthonormal; the part of z_s across B is kept. A model without fitted kinds (K = 0) gets z
+    back unchanged."""
+    if not model.kind_directions:
+        return z.clone()
+    basis = model.kind_basis[int(bool(present)), model.label_index(label)].to(z)
+    out = z.clone()
+    out[..., model.characteristic_size:] += (coords.to(z) - kind_coordinates(model, z, label, present)) @ basis
+    return out
+
+
 def resample_latent(model, z: torch.Tensor, label: int | str, *, present: bool,
                     generator: torch.Generator | None = None, as_edits: bool = False) -> torch.Tensor:
-    """A new variant of label i's characteristic: the block z_i ~ p(z_i | y_i = present); all else kept.
-    z: (B, D). as_edits=True sets each draw as `intervene` does (`clear_exclusive`: a new black hair clears brown)."""
+    """A new variant of label i's characteristic: the block z_i ~ p(z_i | y_i = present) and, for
+    a model with fitted kinds, the coordinates of z_s along which that side's faces vary most,
+    from that side's Gaussian (`CCVAE.fit_kinds`: a hat's colour); all else kept. z: (B, D). as_edits=True sets each draw
+    as `intervene` does (`clear_exclusive`: a new black hair clears brown)."""
     draws = sample_characteristic(model, label, present, z.shape[0], generator=generator)
-    return set_characteristic(model, z, label, draws, as_edits=as_edits)
+    out = set_characteristic(model, z, label, draws, as_edits=as_edits)
+    if model.kind_directions:
+        out = set_kinds(model, out, label, present, model.sample_kinds(label, present, z.shape[0], generator=generator))
+    return out
 
 
 def resample_style(model, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -236,8 +262,16 @@ def is_present(model, z: torch.Tensor, label: int | str) -> torch.Tensor:
 
 def swap(model, z: torch.Tensor, z_source: torch.Tensor, label: int | str, *, as_edits: bool = False) -> torch.Tensor:
     """z with label i's whole characteristic block taken from z_source (same shape, or (1, D) to
-    broadcast). as_edits=True clears exclusive partners as a slider would (a donor's hair colour replaces this face's)."""
-    return set_characteristic(model, z, label, z_source[..., model.block(label)], as_edits=as_edits)
+    broadcast) and, when the model has kinds, the donor's coordinates along its side's kind
+    directions (a donor's hat colour comes with its hat). as_edits=True clears exclusive partners
+    as a slider would (a donor's hair colour replaces this face's)."""
+    out = set_characteristic(model, z, label, z_source[..., model.block(label)], as_edits=as_edits)
+    if model.kind_directions:
+        donor_present = is_present(model, z_source, label).expand(out.shape[:-1])  # (B,) bool
+        for side in (False, True):
+            moved = set_kinds(model, out, label, side, kind_coordinates(model, z_source, label, side).expand(*out.shape[:-1], -1))
+            out = torch.where((donor_present == side).unsqueeze(-1), moved, out)
+    return out
 
 
 @torch.no_grad()

@@ -32,6 +32,15 @@ decoder never learned to draw, and conditional generation from N(0, I) fails mor
 training is over (ex-post density estimation, Ghosh et al. 2020; the second stage of Dai & Wipf
 2019, with one Gaussian); generation then draws z_s = m + L eps. The objective still uses N(0, I): the fitted prior changes sampling only.
 
+Where a characteristic's kinds end up. Nothing in Eq. 1 says a hat's colour belongs in z_i rather
+than z_s, and a trained encoder often keeps it in z_s, along directions in which faces with the
+label vary and faces without it do not. `fit_kinds` finds those directions per label and side
+after training (the generalised eigenvectors of cov(z_s | y_i = v) against cov(z_s | y_i = 1 - v)
+along which side v varies at least twice as much) and fits a Gaussian to side v's coordinates
+along them; resampling a characteristic on side v (`editing.resample_latent`) then redraws those
+coordinates too, so Resample Wearing_Hat gives another hat colour, and Resample No_Beard on a
+bearded face another beard. Like the fitted style prior, it changes sampling only.
+
 The objective lives in `ccvae.objective`, latent operations in `ccvae.editing`; this module holds
 the networks, the parameters, and checkpoint I/O (through `ccvae.hub`).
 """
@@ -90,6 +99,11 @@ class CCVAE(
     fitted_style_prior: generation samples z_s from a Gaussian fitted to the aggregate posterior
         (the buffers style_prior_loc (S,) and style_prior_tril (S, S), S = latent_dim - L d, set by
         `fit_style_prior`) instead of N(0, I). False: N(0, I), as in the paper.
+    kind_directions: K, the most directions of z_s per label and side that `fit_kinds` keeps (the
+        buffers kind_basis (2, L, K, S), orthonormal rows, zero where a side has fewer; kind_loc
+        (2, L, K) and kind_tril (2, L, K, K), the Gaussian of side v's coordinates along its own
+        directions; v = 0: faces without the label, 1: with it). 0: none (the paper): resampling a
+        characteristic redraws z_i only.
     framing: where the training images have their eyes ({"left_eye": [x, y], "right_eye": [x, y],
         "aspect": a, "crop": "..."}, [0, 1] image coordinates; `ccvae.photos`), so a photo can be
         aligned like them. None: unknown (photos are centre-cropped).
@@ -115,6 +129,7 @@ class CCVAE(
         prior_separation: float = 2.0,
         exclusive_labels: Sequence[Sequence[str]] = (),
         fitted_style_prior: bool = False,
+        kind_directions: int = 0,
         framing: Mapping | None = None,
         reconstruction_error: Mapping | None = None,
     ):
@@ -131,6 +146,8 @@ class CCVAE(
         if latent_dim < len(label_names) * int(characteristic_dim):
             raise ValueError(f"latent_dim={latent_dim} is smaller than the characteristic latents need "
                              f"({len(label_names)} labels x characteristic_dim {characteristic_dim})")
+        if isinstance(kind_directions, bool) or int(kind_directions) != kind_directions or kind_directions < 0:
+            raise ValueError(f"kind_directions must be a whole number >= 0, got {kind_directions!r}")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if not likelihood_scale > 0:
@@ -151,6 +168,7 @@ class CCVAE(
             likelihood=likelihood, likelihood_scale=float(likelihood_scale),
             prior_separation=float(prior_separation), exclusive_labels=[list(p) for p in pairs],
             fitted_style_prior=bool(fitted_style_prior),
+            kind_directions=int(kind_directions),
             framing=None if framing is None else check_framing(framing),
             reconstruction_error=None if reconstruction_error is None else check_error_stats(reconstruction_error),
         )
@@ -181,6 +199,16 @@ class CCVAE(
                 raise ValueError(f"fitted_style_prior needs style latents, but latent_dim={latent_dim} leaves none "
                                  f"after {L} characteristic latents of {d}")
             self._register_style_prior()
+        if kind_directions:
+            if latent_dim == L * d:
+                raise ValueError(f"kind_directions needs style latents, but latent_dim={latent_dim} leaves none")
+            self._register_kinds(int(kind_directions))
+
+    def _register_kinds(self, K: int) -> None:
+        L, S, device = self.num_labels, self.style_dim, self.label_prior.device
+        self.register_buffer("kind_basis", torch.zeros(2, L, K, S, device=device))
+        self.register_buffer("kind_loc", torch.zeros(2, L, K, device=device))
+        self.register_buffer("kind_tril", torch.zeros(2, L, K, K, device=device))
 
     def _register_style_prior(self) -> None:
         S, device = self.style_dim, self.label_prior.device
@@ -314,6 +342,82 @@ class CCVAE(
             self.config["fitted_style_prior"] = True
         self.style_prior_loc.copy_(z_s.mean(0).float())
         self.style_prior_tril.copy_(tril.float())
+
+    @property
+    def kind_directions(self) -> int:
+        """K, the most directions of z_s a label's kinds span on one side (0: none fitted)."""
+        return self.config["kind_directions"]
+
+    def sample_kinds(self, label: str | int, present: bool, n: int, *,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws of label i's kind coordinates along kind_basis[present, i] from the Gaussian
+        fitted to faces with (present=True) or without the label: (n, K), 0 along unused rows."""
+        i, v, K = self.label_index(label), int(bool(present)), self.kind_directions
+        eps = torch.randn(n, K, generator=generator, device=self.device)
+        return self.kind_loc[v, i] + eps @ self.kind_tril[v, i].T
+
+    @torch.no_grad()
+    def fit_kinds(self, z_s: torch.Tensor, y: torch.Tensor, *, directions: int = 3, min_ratio: float = 2.0,
+                  jitter: float = 1e-4) -> list[list[float]]:
+        """Find, per label and side, the directions of z_s that hold its kinds, and fit their coordinates.
+
+        z_s (N, S): samples of q(z_s | x) of labelled faces; y (N, L) their labels in {0, 1}.
+        For label i with more than S faces on each side and each side v: the generalised
+        eigenvectors e of Sigma_v e = lambda Sigma_{1-v} e, Sigma_v = cov(z_s | y_i = v) + jitter I,
+        i.e. the directions along which side v's faces vary lambda times as much as the other
+        side's (v = 1: a hat's colour; v = 0 for No_Beard: a beard's). The (at most `directions`)
+        with lambda >= min_ratio are orthonormalised into kind_basis[v, i], and side v's
+        coordinates along them get a Gaussian (mean, Cholesky factor of the covariance + jitter I).
+        Sets config["kind_directions"], so the fit is saved with the weights. Returns the kept
+        ratios, per label and side: [[lambdas of side 0], [lambdas of side 1]]."""
+        S, L = self.style_dim, self.num_labels
+        if S == 0:
+            raise ValueError("this model has no style latents for kinds to live in")
+        if isinstance(directions, bool) or int(directions) != directions or directions < 1:
+            raise ValueError(f"directions must be a whole number >= 1, got {directions!r}")
+        if not min_ratio > 1:
+            raise ValueError(f"min_ratio must exceed 1 (faces with the label varying more), got {min_ratio}")
+        z_s, y = torch.as_tensor(z_s).double(), torch.as_tensor(y)
+        if z_s.dim() != 2 or z_s.shape[1] != S:
+            raise ValueError(f"z_s must have shape (N, {S}), got {tuple(z_s.shape)}")
+        if y.shape != (len(z_s), L):
+            raise ValueError(f"y must have shape ({len(z_s)}, {L}), got {tuple(y.shape)}")
+        if not torch.isfinite(z_s).all():
+            raise ValueError("z_s holds NaN or inf")
+        K = int(directions)
+        basis = torch.zeros(2, L, K, S, dtype=torch.float64)
+        loc, tril = torch.zeros(2, L, K, dtype=torch.float64), torch.zeros(2, L, K, K, dtype=torch.float64)
+        eye = torch.eye(S, dtype=torch.float64)
+        ratios = []
+        for i in range(L):
+            sides = [z_s[y[:, i] <= 0.5], z_s[y[:, i] > 0.5]]
+            ratios.append([[], []])
+            if min(len(t) for t in sides) <= S:
+                continue
+            covs = [torch.cov(t.T) + jitter * eye for t in sides]
+            for v in (0, 1):
+                e, U = torch.linalg.eigh(covs[1 - v])
+                whiten = U @ torch.diag(e.rsqrt()) @ U.T  # Sigma_{1-v}^(-1/2)
+                lam, V = torch.linalg.eigh(whiten @ covs[v] @ whiten)  # ascending
+                keep = [j for j in range(S - 1, max(S - 1 - K, -1), -1) if lam[j] >= min_ratio]
+                ratios[i][v] = [float(lam[j]) for j in keep]
+                if not keep:
+                    continue
+                k = len(keep)
+                q, _ = torch.linalg.qr(whiten @ V[:, keep])  # (S, k): the span of the generalised eigenvectors
+                basis[v, i, :k] = q.T
+                c = sides[v] @ q  # (n_v, k)
+                loc[v, i, :k] = c.mean(0)
+                tril[v, i, :k, :k] = torch.linalg.cholesky(torch.cov(c.T).reshape(k, k) + jitter * torch.eye(k, dtype=c.dtype))
+        if self.kind_directions != K:
+            for name in ("kind_basis", "kind_loc", "kind_tril"):
+                self._buffers.pop(name, None)
+            self._register_kinds(K)
+            self.config["kind_directions"] = K
+        self.kind_basis.copy_(basis.float())
+        self.kind_loc.copy_(loc.float())
+        self.kind_tril.copy_(tril.float())
+        return ratios
 
     def likelihood_scale(self) -> torch.Tensor:
         return self.log_likelihood_scale.exp()

@@ -461,12 +461,31 @@ def test_the_trainer_fits_the_style_prior_at_the_end_and_evaluates_the_result(tm
     assert trainer.cli(argv) == 0
     model = CCVAE.from_pretrained(tmp_path / "run" / "model")
     assert model.config["fitted_style_prior"] and model.style_prior_tril.shape == (model.style_dim, model.style_dim)
-    assert "fitted to 80 training faces" in capsys.readouterr().err
+    assert model.kind_directions == 3 and model.kind_basis.shape == (2, model.num_labels, 3, model.style_dim)
+    err = capsys.readouterr().err
+    assert "fitted to 80 training faces" in err and "kind directions fitted to 80 labelled faces" in err
+    # python -m train.fit_prior refits a saved model exactly as the trainer did
+    from train import fit_prior
+
+    fitted = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        CCVAE.from_pretrained(tmp_path / "run" / "model").save_pretrained(tmp_path / "bare")
+    (tmp_path / "bare" / "train_config.json").write_text((tmp_path / "run" / "model" / "train_config.json").read_text())
+    bare = CCVAE.from_pretrained(tmp_path / "bare")
+    with torch.no_grad():
+        bare.kind_basis.zero_()
+        bare.style_prior_loc.zero_()
+    bare.save_pretrained(tmp_path / "bare")
+    assert fit_prior.main([str(tmp_path / "bare")]) == 0
+    refit = CCVAE.from_pretrained(tmp_path / "bare").state_dict()
+    assert all(torch.allclose(refit[k], fitted[k], atol=1e-5) for k in fitted)
+    assert fit_prior.main([str(tmp_path / "nowhere")]) == 2 and "error: " in capsys.readouterr().err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == json.loads((tmp_path / "run" / "model" / "metrics.json").read_text())
     assert metrics["num_test_images"] == 40 and 0 <= metrics["conditional_accuracy_standard_prior"] <= 1
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "a full-covariance Gaussian fitted to the aggregate posterior q(z_s) of 80 training faces" in card
+    assert "- kinds (`CCVAE.fit_kinds`): resampling also redraws the directions of z_s" in card
     assert f"| mean_accuracy | {metrics['mean_accuracy']:.4g} |" in card and "Not evaluated" not in card
 
 

@@ -92,7 +92,7 @@ class TrainConfig:
     residual_emphasis: float = 0.0  # P: gradient of each pixel scaled by its error^P (0: off)
     residual_emphasis_floor: float = 0.01  # eps under each pixel's error
     # after training
-    fit_style_prior: int = 10000  # fit the style latents' sampling prior on N training faces (0: N(0, I))
+    fit_style_prior: int = 10000  # fit the style latents' sampling prior and the labels' kind directions on N training faces (0: neither)
     eval_limit: int | None = None  # evaluate on the first N test images (default: all)
 
     def __post_init__(self) -> None:

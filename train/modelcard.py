@@ -63,6 +63,16 @@ def command(config: TrainConfig) -> str:
     return " ".join(parts + ["--out runs/NAME"])
 
 
+def kinds(model) -> str:
+    """Which labels' resamples also redraw directions of z_s, and how many, per side."""
+    if not model.kind_directions:
+        return "none fitted: resampling a characteristic redraws its latent only"
+    used = (model.kind_basis.abs().sum(-1) > 0).sum(-1)  # (2, L) directions per side and label
+    listed = [f"{name} {int(used[1, i])}/{int(used[0, i])}" for i, name in enumerate(model.label_names) if used[:, i].any()]
+    return ("resampling also redraws the directions of z_s along which faces on that side vary at least twice as much "
+            f"as the others (with / without the label): {', '.join(listed) or 'none found'}")
+
+
 def write(directory: Path, *, model, config: TrainConfig, counters: dict, metrics: dict | None) -> None:
     minutes = counters.get("seconds", 0) / 60
     style = (f"a full-covariance Gaussian fitted to the aggregate posterior q(z_s) of {config.fit_style_prior} "
@@ -88,6 +98,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g} (learned)
 - labels kept exclusive in edits (never together in its training labels): {", ".join(f"{a} / {b}" for a, b in model.config["exclusive_labels"]) or "none"}
 - style latents generated from: {style}
+- kinds (`CCVAE.fit_kinds`): {kinds(model)}
 - trained for {counters.get("epoch", 0)} of {config.epochs} epochs ({counters.get("step", 0)} steps, {minutes:.1f} minutes of training)
 
 Trained from scratch by one command (every setting is in `{CONFIG_NAME}` beside this card):

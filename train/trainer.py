@@ -354,10 +354,9 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     if is_main:
         heldout_error(model, config, val_set)
         if config.fit_style_prior:
-            from .fit_prior import describe, fit_style_prior
+            from .fit_prior import fit_after_training
 
-            print(describe(fit_style_prior(model, train_set.images, n=config.fit_style_prior, seed=config.seed)),
-                  file=sys.stderr)
+            fit_after_training(model, config, train_set, labelled)
         metrics = None
         if not args.no_eval:
             from . import evaluate
