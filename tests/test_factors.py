@@ -117,6 +117,7 @@ class MosaicModel(nn.Module):
     label_names = ["Eyeglasses", "Wearing_Hat"]
     num_labels = 2
     characteristic_dim = 1
+    kind_directions = 0  # no kinds fitted: a resample redraws z_i only
 
     def __init__(self, uses_z0=True):
         super().__init__()
