@@ -376,7 +376,7 @@ class CCVAE(
         if isinstance(directions, bool) or int(directions) != directions or directions < 1:
             raise ValueError(f"directions must be a whole number >= 1, got {directions!r}")
         if not min_ratio > 1:
-            raise ValueError(f"min_ratio must exceed 1 (faces with the label varying more), got {min_ratio}")
+            raise ValueError(f"min_ratio must exceed 1 (one side varying more than the other), got {min_ratio}")
         z_s, y = torch.as_tensor(z_s).double(), torch.as_tensor(y)
         if z_s.dim() != 2 or z_s.shape[1] != S:
             raise ValueError(f"z_s must have shape (N, {S}), got {tuple(z_s.shape)}")
