@@ -5,9 +5,10 @@
 
 In CCVAE each label y_i owns one latent z_i (the characteristic latents z_c); the rest,
 z_s, hold the style. A slider sets z_i and the face is decoded again; a resample button
-draws a new z_i from the conditional prior p(z_i | y_i), so "resample Eyeglasses" gives a
-different pair of glasses each click. Everything a user changes is their own :class:`Session`,
-kept in a :class:`SessionStore` under their Gradio session hash; the model is shared and read-only.
+draws a new z_i from the conditional prior p(z_i | y_i) where the classifier reads y_i, so
+"resample Eyeglasses" gives a different pair of glasses each click. Everything a user changes
+is their own :class:`Session`, kept in a :class:`SessionStore` under their Gradio session hash;
+the model is shared and read-only.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class Editor:
         return (self.face(z), self.prob_html(p), *self.partner_outputs(i, z), session._replace(z=z))
 
     def resample(self, i: int, session: Session, *, present: bool | None = None, seed: int | None = None) -> tuple:
-        """New z_i ~ p(z_i | y_i = present); present=None keeps the side the face is on. Returns
+        """New z_i ~ p(z_i | y_i = present) on that side of the classifier (`editing.sample_characteristic`);
+        present=None keeps the side the face is on. Returns
         the face, slider i, its probability, the status, :meth:`partner_outputs`, the session."""
         if present is None:
             present = bool(editing.is_present(self.model, session.z, i)[0])

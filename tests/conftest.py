@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ccvae import CCVAE
+from ccvae import CCVAE, editing
 
 
 def tiny_model(*, labels=("Eyeglasses", "Smiling", "Male"), latent_dim=6, image_size=16, **kwargs) -> CCVAE:
@@ -23,3 +23,13 @@ def tiny_batch(batch: int = 4, samples: int = 5):
     y = torch.randint(0, 2, (batch, model.num_labels)).double()
     q = model.encode(x)
     return model, x, y, q, q.sample(samples)
+
+
+def prior_on_its_side(model, label: int, v: int, n: int, *, seed: int = 123) -> torch.Tensor:
+    """Reference draws of p(z_i | y_i = v) restricted to where the classifier reads v, by rejection:
+    n prior draws of label i's block, those the classifier reads otherwise dropped. (m <= n, d)."""
+    loc, scale = editing.characteristic_prior(model, label)
+    x = loc[v] + scale[v] * torch.randn(n, model.characteristic_dim, generator=torch.Generator().manual_seed(seed))
+    z = torch.zeros(n, model.latent_dim)
+    z[:, model.block(label)] = x
+    return x[editing.is_present(model, z, label) == bool(v)]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ccvae import editing
-from conftest import tiny_model
+from conftest import prior_on_its_side, tiny_model
 
 
 @pytest.fixture
@@ -35,14 +35,28 @@ def test_set_and_resample_touch_only_their_latent(setup):
     assert torch.equal(z, editing.encode(model, torch.rand(4, 3, 16, 16))) is False  # inputs untouched
 
 
-def test_resample_draws_from_the_right_side_of_the_prior(setup):
+@pytest.mark.parametrize("boundary, v, past", [(-0.5, 0, 0.24), (1.0, 1, 0.28), (0.0, 1, 0.04)])
+def test_resample_draws_the_prior_on_the_classifiers_side(setup, boundary, v, past):
+    """Label 0's prior: N(-1, 0.69^2) absent, N(1.5, 0.85^2) present; the classifier's boundary is put
+    where a share `past` of the side's prior draws lies beyond it."""
     model, z = setup
-    loc, scale = model.prior_params()
-    g = torch.Generator().manual_seed(0)
-    many = z[:1].expand(4000, -1)
-    for v in (0, 1):
-        draws = editing.resample_latent(model, many, 0, present=bool(v), generator=g)[:, 0]
-        assert abs(draws.mean() - loc[v, 0]) < 0.1 and abs(draws.std() - scale[v, 0]) < 0.1
+    with torch.no_grad():
+        model.classifier_weight[0], model.classifier_bias[0] = 2.0, -2.0 * boundary
+    loc, scale = (t.detach() for t in editing.characteristic_prior(model, 0))
+    n = 20000
+    draws = editing.resample_latent(model, z[:1].expand(n, -1), 0, present=bool(v),
+                                    generator=torch.Generator().manual_seed(0))
+    assert (editing.is_present(model, draws, 0) == bool(v)).all()  # never a face that reads otherwise
+    # a prior draw already on its side is kept as it is (the first numbers the generator gives)
+    prior = loc[v] + scale[v] * torch.randn(n, 1, generator=torch.Generator().manual_seed(0))
+    kept = (prior[:, 0] > boundary) == bool(v)
+    assert abs(float(1 - kept.float().mean()) - past) < 0.02
+    assert torch.equal(draws[kept, :1], prior[kept])
+    # and all of them follow the prior restricted to the side (reference by rejection)
+    ref = prior_on_its_side(model, 0, v, 400000)[:, 0]
+    for q in (0.01, 0.1, 0.5, 0.9, 0.99):
+        assert abs(float(draws[:, 0].quantile(q) - ref.quantile(q))) < 0.04, q
+    assert abs(float(draws[:, 0].std() - ref.std())) < 0.02
 
 
 def test_traversal_ranges_go_from_absent_to_present(setup):

@@ -118,6 +118,7 @@ class MosaicModel(nn.Module):
     num_labels = 2
     characteristic_dim = 1
     kind_directions = 0  # no kinds fitted: a resample redraws z_i only
+    classifier_weight, classifier_bias = torch.ones(2), torch.zeros(2)  # present where z_i >= 0
 
     def __init__(self, uses_z0=True):
         super().__init__()

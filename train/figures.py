@@ -62,8 +62,8 @@ def traversal_figure(model, x: torch.Tensor, *, steps: int = 8, scale: int = 1) 
 def diversity_figure(model, x: torch.Tensor, labels: list[int | str], *, n: int = 8, seed: int = 0,
                      scale: int = 1) -> Image.Image:
     """For each face of x and each label, a row: the face's reconstruction, then n resamples of the
-    whole z_i ~ p(z_i | y_i = 1) (the labels exclusive with it cleared, as the app's Add button
-    clears them)."""
+    whole z_i ~ p(z_i | y_i = 1) on the classifier's side (the labels exclusive with it cleared, as
+    the app's Add button clears them)."""
     g = torch.Generator(device=model.device).manual_seed(seed)
     rows, names = [], []
     for f, z in enumerate(editing.encode(model, x).split(1)):

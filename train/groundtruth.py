@@ -25,7 +25,8 @@ these to the metrics of any dataset when it evaluates on the synthetic faces:
   hair colours); for a model with exclusive labels, conditional_accuracy_compatible draws y as the
   app's random faces do (`editing.sample_labels(compatible=True)`: no two exclusive labels
   present, each label's frequency kept).
-- diversity: per label, the pixel variance between resamples of z_i ~ p(z_i | y_i = 1) against
+- diversity: per label, the pixel variance between resamples of z_i ~ p(z_i | y_i = 1) (on the
+  classifier's side, as the app draws them: `editing.sample_characteristic`) against
   the variance from resampling one style latent, averaged over the active ones (the paper's
   Figure 3; active: its posterior mean varies across images, so collapsed latents are not the
   yardstick), and the fraction of those resamples in which the oracle still sees the label:
