@@ -178,14 +178,15 @@ def sample_characteristic(model, label: int | str, present: bool | torch.Tensor,
         return x
     sign = (2 * v - 1).double()  # the side, as the sign of the logit
     var_w = scale[v] ** 2 * w  # S w, (n, d)
-    sd_t = (var_w * w).sum(-1).double().sqrt()  # sd of the logit under the prior, (n,)
+    var_t = (var_w * w).sum(-1)  # w' S w: the variance of the logit under the prior, (n,)
+    sd_t = var_t.double().sqrt()
     bias = float(model.classifier_bias.detach()[i])
     m = sign * ((loc[v] * w).sum(-1).double() + bias)  # mean of s = sign * logit; the side is s > 0
     side = torch.special.ndtr(m / sd_t)  # P(s > 0) under the prior
     s = (m - sd_t * torch.special.ndtri((u * side).clamp_min(1e-300))).clamp_min(1e-6)  # s | s > 0
     t = (sign * s - bias).to(x)  # the new w . z
     wx = (x * w).sum(-1)
-    moved = x + var_w * ((t - wx) / (var_w * w).sum(-1))[:, None]
+    moved = x + var_w * ((t - wx) / var_t)[:, None]
     keep = (wx + bias >= 0) == (v == 1)  # already on its side, as `is_present` reads it
     return torch.where(keep[:, None], x, moved)
 

@@ -3,9 +3,9 @@
 The synthetic faces record each characteristic's own factors (which glasses: frame shape, size,
 thickness, hue, value, tint). For each label with factors of its own (OWN_FACTORS), on the judged
 test faces that have the label (the first n of the test split), z_i is resampled R = 16 times
-from p(z_i | y_i = v) on the classifier's side as the app resamples it (`editing.resample_latent(as_edits=True)`: a new
-black hair clears a brown one), the R faces decoded, and the factor reader
-(`train.factor_reader`) reads every factor from them:
+from p(z_i | y_i = v) on the classifier's side as the app resamples it
+(`editing.resample_latent(as_edits=True)`: a new black hair clears a brown one), the R faces
+decoded, and the factor reader (`train.factor_reader`) reads every factor from them:
 
     characteristic_coverage_i = mean over the label's readable own factors f of
         spread_f(over the R resamples of a face, averaged over the faces)
