@@ -238,7 +238,7 @@ def test_architecture_settings_build_the_trained_model_and_bad_widths_are_named(
 # --- resuming --------------------------------------------------------------------------------------
 
 def interrupt_at(monkeypatch, step: int) -> None:
-    """Send SIGINT (Ctrl-C) during training step `step` (1-based, labelled and unlabelled alike)."""
+    """Send SIGINT (Ctrl-C) during objective call `step` (1-based, labelled and unlabelled alike)."""
     calls = {"n": 0}
     for name in ("supervised", "unsupervised"):
         real = getattr(objective, name)
@@ -253,13 +253,13 @@ def interrupt_at(monkeypatch, step: int) -> None:
 
 
 def test_resume_is_exact_and_a_flag_still_overrides_the_saved_settings(tmp_path, monkeypatch, capsys):
-    settings = ["--epochs", "2", "--sup-frac", "0.5"]  # 4 batches an epoch: 2 labelled, 2 unlabelled
+    settings = ["--epochs", "2", "--sup-frac", "0.5"]  # 2 steps an epoch, each a labelled and an unlabelled batch
     assert run(tmp_path / "straight", *settings) == 0
     with monkeypatch.context() as m:
-        interrupt_at(m, 4)  # the last step of epoch 1
+        interrupt_at(m, 4)  # the unlabelled half of the last step of epoch 1
         assert run(tmp_path / "split", *settings) == 130
     state = json.loads((tmp_path / "split" / "state" / "training_state.json").read_text())
-    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 4}
+    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 2}
     assert run(tmp_path / "split", *settings) == 2  # refuses to overwrite without --resume
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert trainer.cli(["--resume", *RUN, "--out", str(tmp_path / "split")]) == 0  # the saved settings
@@ -278,8 +278,8 @@ def test_resume_is_exact_and_a_flag_still_overrides_the_saved_settings(tmp_path,
     config = TrainConfig(**saved_config(tmp_path / "straight"))
     assert config == override(TrainConfig(**saved_config(tmp_path / "split")), {"epochs": 3})
     log = log_of(tmp_path / "straight")
-    assert [r["epoch"] for r in log] == [1, 2, 3] and log[2]["step"] == 12
-    assert log[2]["lr"] == pytest.approx(trainer.lr_at(config, 2 + 3 / 4))  # its last step
+    assert [r["epoch"] for r in log] == [1, 2, 3] and log[2]["step"] == 6
+    assert log[2]["lr"] == pytest.approx(trainer.lr_at(config, 2 + 1 / 2))  # its last step
     # a folder that is no run, or a recipe given with --resume, is refused by name
     assert trainer.cli(["--resume", *RUN, "--out", str(tmp_path / "nothing")]) == 2
     assert f"{tmp_path / 'nothing'} holds no {CONFIG_NAME}" in capsys.readouterr().err
@@ -290,11 +290,11 @@ def test_resume_is_exact_and_a_flag_still_overrides_the_saved_settings(tmp_path,
 def test_interrupt_saves_mid_epoch_and_a_resume_without_flags_finishes_the_same_run(tmp_path, monkeypatch, capsys):
     settings = ["--epochs", "2", "--sup-frac", "0.5", "--set", "residual_emphasis=0.5", *GAMMA, "--seed", "1"]
     with monkeypatch.context() as m:
-        interrupt_at(m, 2)
+        interrupt_at(m, 2)  # the unlabelled half of step 1 of 2
         assert run(tmp_path / "run", *settings) == 130
-    assert "interrupted: saved the run at epoch 1, batch 2" in capsys.readouterr().err
+    assert "interrupted: saved the run at epoch 1, step 1" in capsys.readouterr().err
     state = json.loads((tmp_path / "run" / "state" / "training_state.json").read_text())
-    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 2}
+    assert state["counters"] == {**state["counters"], "epoch": 0, "batch": 1}
     # no setting on the command line: the run's saved settings come back
     assert trainer.cli(["--resume", *RUN, "--out", str(tmp_path / "run")]) == 0
     assert run(tmp_path / "straight", *settings) == 0
@@ -333,7 +333,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
     monkeypatch.setattr(objective, "supervised", poisoned)
     assert run(tmp_path / "run", "--epochs", "3") == 1
     err = capsys.readouterr().err
-    assert "the loss became nan at epoch 2, batch 1" in err and "epoch 1" in err
+    assert "the loss became nan at epoch 2, step 1" in err and "epoch 1" in err
     state = json.loads((tmp_path / "run" / "state" / "training_state.json").read_text())
     assert state["counters"]["epoch"] == 1
     assert len(log_of(tmp_path / "run")) == 1

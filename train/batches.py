@@ -46,12 +46,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def schedule(num_labelled_batches: int, num_unlabelled_batches: int) -> list[bool]:
-    """The order of one epoch's batches, True for labelled: spread evenly in proportion,
-    as the paper interleaves labelled and unlabelled batches."""
-    total = num_labelled_batches + num_unlabelled_batches
-    if num_labelled_batches == 0 or num_unlabelled_batches == 0:
-        return [num_labelled_batches > 0] * total
-    # labelled batch j sits at round((j + 0.5) * total / num_labelled)
-    slots = {int((j + 0.5) * total / num_labelled_batches) for j in range(num_labelled_batches)}
-    return [i in slots for i in range(total)]
+def cycled_batch(n: int, size: int, seed: int, t: int) -> torch.Tensor:
+    """Batch t (0, 1, ...) of an endless stream over range(n): pass p of the stream is the
+    permutation epoch_order(n, seed, 2 p), so every item is seen once a pass and a batch may run
+    over into the next pass. A function of (n, size, seed, t) only, so a resumed run sees the same
+    batches. This is how a small labelled set is cycled beside the unlabelled batches."""
+    if n < 1 or size < 1:
+        raise ValueError(f"cycled_batch needs n >= 1 and size >= 1, got n={n}, size={size}")
+    start = t * size
+    first, last = start // n, (start + size - 1) // n
+    stream = torch.cat([epoch_order(n, seed, 2 * p) for p in range(first, last + 1)])
+    offset = start - first * n
+    return stream[offset:offset + size]

@@ -2,10 +2,11 @@
 
 A run is a recipe (train/recipes/NAME.json, every setting of train.config.TrainConfig); a flag
 overrides one setting, and the run folder keeps the resolved settings (train_config.json).
-One epoch is one pass over the training set, labelled and unlabelled batches interleaved in
-proportion (the paper's schedule). Each labelled batch contributes Eq. 1 (ccvae.objective.
-supervised) and the recipe's training aids (train.aids), each unlabelled batch the ELBO with
-labels marginalised (ccvae.objective.unsupervised). After every epoch: a JSONL log line, figures
+One epoch is one pass over the unlabelled images, and every step takes a labelled batch beside
+the unlabelled one, cycling the labelled set, so the labelled terms weigh the same at every
+labelled fraction f (with no unlabelled images: one pass over the labelled ones). The labelled
+batch contributes Eq. 1 (ccvae.objective.supervised) and the recipe's training aids (train.aids),
+the unlabelled one the ELBO with labels marginalised (ccvae.objective.unsupervised). After every epoch: a JSONL log line, figures
 drawn with ccvae.editing, the model folder (Hub layout) and the full training state, both
 replaced atomically. Works unchanged under torchrun: every rank takes a slice of each batch and
 gradients are averaged.
@@ -215,9 +216,11 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     log_likelihood = aids.emphasised_log_likelihood(model, aids.Emphasis(config.residual_emphasis,
                                                                          config.residual_emphasis_floor))
     unl_images = batches.resident(unlabelled.images, device) if len(unlabelled) else None
-    n_lab_batches = math.ceil(len(labelled) / config.batch_size)
-    n_unl_batches = math.ceil(len(unlabelled) / config.batch_size) if unl_images is not None else 0
-    plan = batches.schedule(n_lab_batches, n_unl_batches)
+    # One epoch is one pass over the unlabelled images; each of its steps also takes a labelled
+    # batch, cycling the labelled set (batches.cycled_batch), so the labelled terms get a batch a
+    # step at every f. With no unlabelled images an epoch is one pass over the labelled ones.
+    is_semi = len(labelled) > 0 and unl_images is not None
+    steps = math.ceil(len(unlabelled if unl_images is not None else labelled) / config.batch_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
     sync_every = 1 if device.type == "cpu" else 50
     shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
@@ -227,7 +230,8 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         save(config, out / CONFIG_NAME)
         print(f"training on {device} x{world}: {len(labelled)} labelled + {len(unlabelled)} unlabelled images, "
-              f"labels {label_names}, {len(plan)} batches/epoch", file=sys.stderr)
+              f"labels {label_names}, {steps} steps/epoch"
+              + (" (a labelled and an unlabelled batch each)" if is_semi else ""), file=sys.stderr)
 
     def labelled_step(x: torch.Tensor, y: torch.Tensor, position: float) -> objective.Objective:
         """Eq. 1 plus the recipe's training aids (train/aids.py) on one labelled batch."""
@@ -264,61 +268,61 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         while counters["epoch"] < config.epochs:
             epoch = counters["epoch"]
             lab_order = batches.epoch_order(len(labelled), config.seed, 2 * epoch) if len(labelled) else None
-            unl_order = batches.epoch_order(len(unlabelled), config.seed, 2 * epoch + 1) if n_unl_batches else None
-            lab_seen, unl_seen = sum(plan[:counters["batch"]]), counters["batch"] - sum(plan[:counters["batch"]])
+            unl_order = batches.epoch_order(len(unlabelled), config.seed, 2 * epoch + 1) if unl_images is not None else None
             sums: dict[str, torch.Tensor] = {}  # summed on the device, read once per epoch
             counts: dict[str, int] = {}
             finite = torch.ones((), dtype=torch.bool, device=device)
             t0 = time.time()
-            bar = tqdm(range(counters["batch"], len(plan)), desc=f"epoch {epoch + 1}/{config.epochs}",
+            bar = tqdm(range(counters["batch"], steps), desc=f"epoch {epoch + 1}/{config.epochs}",
                        disable=not is_main, leave=False, dynamic_ncols=True)
             model.train()
             for b in bar:
-                position = epoch + b / len(plan)  # of the step being taken, in (fractional) epochs
-                is_labelled = plan[b]
-                order, seen = (lab_order, lab_seen) if is_labelled else (unl_order, unl_seen)
-                idx = order[seen * config.batch_size:(seen + 1) * config.batch_size][rank::world]
-                if is_labelled:
-                    lab_seen += 1
+                position = epoch + b / steps  # of the step being taken, in (fractional) epochs
+                parts: list[tuple[str, objective.Objective]] = []
+                if len(labelled):
+                    idx = (batches.cycled_batch(len(labelled), config.batch_size, config.seed, epoch * steps + b)
+                           if is_semi else lab_order[b * config.batch_size:(b + 1) * config.batch_size])[rank::world]
                     x = batches.batch_to_device(lab_images, idx, device, channels_last=True)
                     y = lab_labels[idx.to(lab_labels.device)].to(device)
                     with autocast:
-                        result = labelled_step(x, y, position)
-                else:
-                    unl_seen += 1
+                        parts.append(("sup", labelled_step(x, y, position)))
+                if unl_images is not None:
+                    idx = unl_order[b * config.batch_size:(b + 1) * config.batch_size][rank::world]
                     x = batches.batch_to_device(unl_images, idx, device, channels_last=True)
                     with autocast:
-                        result = objective.unsupervised(model, x, generator=generator, log_likelihood=log_likelihood)
-                kind = "sup" if is_labelled else "unsup"
-                finite = finite & torch.isfinite(result.loss.detach())
+                        parts.append(("unsup", objective.unsupervised(model, x, generator=generator,
+                                                                      log_likelihood=log_likelihood)))
+                loss = sum(result.loss for _, result in parts)
+                finite = finite & torch.isfinite(loss.detach())
                 # Reading a GPU value waits for the GPU: check the loss every step on the CPU,
                 # every sync_every steps (and at the epoch's end) on CUDA. A NaN step in between
                 # can touch the weights in memory, never the saved checkpoint.
-                if (b + 1) % sync_every == 0 or b + 1 == len(plan):
+                if (b + 1) % sync_every == 0 or b + 1 == steps:
                     if not bool(finite):
                         raise TrainingStopped(
-                            f"the loss became {result.loss.item()} at epoch {epoch + 1}, batch {b + 1} (or up to "
-                            f"{sync_every - 1} batches before; last: {'labelled' if is_labelled else 'unlabelled'}); "
+                            f"the loss became {loss.item()} at epoch {epoch + 1}, step {b + 1} (or up to "
+                            f"{sync_every - 1} steps before; {' + '.join(f'{k} {r.loss.item():.4g}' for k, r in parts)}); "
                             f"nothing was saved after the last good checkpoint in {out / 'state'} (epoch "
                             f"{counters['epoch']}). Try a lower --lr.")
                     if is_main:
-                        bar.set_postfix(loss=f"{result.loss.item():.4g}",
+                        bar.set_postfix(loss=f"{loss.item():.4g}",
                                         acc=f"{float(sums.get('sup_accuracy', 0)) / max(counts.get('sup_accuracy', 1), 1):.3f}")
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(config, position)
                 optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
+                loss.backward()
                 _all_reduce_gradients(model, world)
                 optimizer.step()
                 counters["batch"] = b + 1
                 counters["step"] += 1
-                for key, value in [("loss", result.loss.detach()), *result.terms.items()]:
-                    sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
-                    counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
+                for kind, result in parts:
+                    for key, value in [("loss", result.loss.detach()), *result.terms.items()]:
+                        sums[f"{kind}_{key}"] = sums.get(f"{kind}_{key}", 0.0) + value
+                        counts[f"{kind}_{key}"] = counts.get(f"{kind}_{key}", 0) + 1
                 if interrupted["flag"]:
                     counters["seconds"] += time.time() - t0
                     checkpoint()
-                    print(f"\ninterrupted: saved the run at epoch {epoch + 1}, batch {b + 1} in {out / 'state'}; "
+                    print(f"\ninterrupted: saved the run at epoch {epoch + 1}, step {b + 1} in {out / 'state'}; "
                           f"continue with --resume", file=sys.stderr)
                     return 130
             bar.close()
