@@ -1,23 +1,28 @@
-"""Publish a trained model to the Hugging Face Hub: `python -m train.publish RUN_DIR --repo-id USER/NAME`.
+"""Publish a trained model to the Hugging Face Hub: `python -m train.publish RUN_DIR --repo-id USER/NAME`,
+or deploy the demo as a Space: `python -m train.publish --space USER/NAME [--checkpoint DIR_OR_HUB_ID]`.
 
 Uploads the model folder (config.json, model.safetensors, README.md model card, traversal.png,
 the run's settings train_config.json and its metrics.json when present)
 and the last epoch's sample figures (under samples/) in ONE commit, so the repository never holds
 half an upload. `--dry-run OUT_DIR` writes exactly the folder that would be uploaded and stops.
 The folder is loaded with CCVAE.from_pretrained before anything is sent.
+
+`--space` uploads the folder of train.space instead (the app, ccvae/, requirements.txt, the README's
+front matter and the served model) through the Hub's HTTP API, which stores binaries through Xet/LFS
+(a `git push` of them is refused); `--dry-run OUT_DIR` writes that folder, which `python app.py` serves.
 """
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from ccvae import CCVAE, CheckpointError
+from train import space
+from train.space import REPO_ID
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_FILES = ("config.json", "model.safetensors", "README.md", "traversal.png", "train_config.json", "metrics.json")
 
 
@@ -81,15 +86,56 @@ def upload(folder: Path, repo_id: str, *, private: bool) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.publish", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", type=Path, help="a run folder (from python -m train) or a model folder")
-    p.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
-    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("run_dir", type=Path, nargs="?", help="a run folder (from python -m train) or a model folder")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--repo-id", help="publish the model RUN_DIR as the model repository USER/NAME")
+    target.add_argument("--space", help="deploy the demo as the Space USER/NAME (created if need be, else updated)")
+    p.add_argument("--checkpoint", help=f"with --space: the model the demo serves, a local folder (copied into the "
+                                        f"Space) or a Hub id (set as the Space variable {space.VARIABLE}); "
+                                        f"default {space.BUNDLED_CHECKPOINT.relative_to(space.REPO)}")
+    p.add_argument("--private", action="store_true", help="create the repository or Space as private")
     p.add_argument("--dry-run", type=Path, metavar="OUT_DIR", help="write the folder that would be uploaded here, upload nothing")
     return p.parse_args(argv)
 
 
+def print_listing(files: list[tuple[str, int]], hub_id: str | None) -> None:
+    for name, size in files:
+        print(f"  {size:>10,}  {name}")
+    total = sum(size for _, size in files)
+    print(f"  {total:>10,}  bytes in {len(files)} files ({total / 2**20:.1f} MB)")
+    print(f"Space variable {space.VARIABLE}: " + (hub_id or f"not set (the app serves {space.SERVED})"))
+
+
+def main_space(args: argparse.Namespace) -> int:
+    """--space: stage the Space folder, then list it (--dry-run) or deploy it."""
+    if not REPO_ID.match(args.space):
+        raise PublishError(f"--space {args.space!r} is not of the form USER/NAME")
+    checkpoint = args.checkpoint or str(space.BUNDLED_CHECKPOINT)
+    if args.dry_run:
+        files, hub_id = space.stage(checkpoint, args.dry_run)
+        print(f"dry run: wrote the Space folder for {args.space} to {args.dry_run} (nothing uploaded):")
+        print_listing(files, hub_id)
+        return 0
+    token = space.require_token()
+    with tempfile.TemporaryDirectory(prefix="ccvae-space-") as tmp:
+        folder = Path(tmp) / "space"
+        files, hub_id = space.stage(checkpoint, folder)
+        print(f"deploying to the Space {args.space}:")
+        print_listing(files, hub_id)
+        url = space.deploy(folder, args.space, token=token, private=args.private, hub_id=hub_id)
+    print(f"deployed: {url}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     try:
+        if args.space:
+            if args.run_dir is not None:
+                raise PublishError(f"--space deploys the demo: give its model with --checkpoint {args.run_dir}, "
+                                   f"not as RUN_DIR")
+            return main_space(args)
+        if args.run_dir is None or args.checkpoint:
+            raise PublishError("--repo-id publishes the model RUN_DIR: give RUN_DIR, and no --checkpoint")
         if not REPO_ID.match(args.repo_id):
             raise PublishError(f"--repo-id {args.repo_id!r} is not of the form USER/NAME")
         if args.dry_run:
@@ -103,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
             url = upload(Path(tmp), args.repo_id, private=args.private)
         print(f"published {len(written)} files to {args.repo_id}: {url}")
         return 0
-    except PublishError as e:
+    except (PublishError, space.SpaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
