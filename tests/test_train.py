@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from ccvae import CCVAE, objective
-from train import aids, evaluate, modelcard, publish, trainer
+from train import aids, batches, evaluate, modelcard, publish, trainer
 from train.config import CONFIG_NAME, RECIPES, SETTING_FLAGS, TrainConfig, load_recipe, override, to_dict
 from train.data import PAPER_LABELS
 
@@ -353,6 +353,33 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
 
 
 # --- the training aids reach the loss --------------------------------------------------------------
+
+def test_every_step_takes_a_labelled_batch_beside_the_unlabelled_one_at_a_small_fraction(tmp_path, monkeypatch):
+    # 120 faces at f = 0.1: 12 labelled, 108 unlabelled; with batch 40 an epoch is 3 steps (a pass over
+    # the unlabelled ones), each with a labelled batch of 40 drawn by cycling the 12
+    sup, unsup = spy(monkeypatch, objective, "supervised"), spy(monkeypatch, objective, "unsupervised")
+    shapes = []
+    real = trainer.batches.batch_to_device
+    monkeypatch.setattr(trainer.batches, "batch_to_device",
+                        lambda images, idx, *a, **k: shapes.append((len(images), len(idx))) or real(images, idx, *a, **k))
+    assert run(tmp_path / "run", "--epochs", "2", "--sup-frac", "0.1") == 0
+    assert len(sup) == len(unsup) == 6
+    assert shapes[:2] == [(12, 40), (108, 40)] and shapes[4:6] == [(12, 40), (108, 28)]
+    assert [r["step"] for r in log_of(tmp_path / "run")] == [3, 6]
+
+
+def test_cycled_batches_see_every_item_once_a_pass_and_depend_on_their_index_alone():
+    n, size = 7, 3
+    stream = torch.cat([batches.cycled_batch(n, size, 5, t) for t in range(14)])  # 42 items: 6 passes
+    for p in range(6):
+        assert sorted(stream[p * n:(p + 1) * n].tolist()) == list(range(n))
+    assert not torch.equal(stream[:n], stream[n:2 * n])  # each pass is shuffled anew
+    assert torch.equal(batches.cycled_batch(n, size, 5, 9), stream[27:30])
+    big = batches.cycled_batch(3, 8, 0, 1)  # a batch larger than the set spans passes
+    assert len(big) == 8 and set(big.tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="n=0"):
+        batches.cycled_batch(0, 4, 0, 0)
+
 
 def test_the_intervention_term_applies_from_its_start_epoch_with_exclusive_partners_cleared(tmp_path, monkeypatch):
     edits = spy(monkeypatch, aids, "intervention_edits")
