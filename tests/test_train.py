@@ -516,14 +516,16 @@ def test_the_trainer_fits_the_style_prior_at_the_end_and_evaluates_the_result(tm
     assert f"| mean_accuracy | {metrics['mean_accuracy']:.4g} |" in card and "Not evaluated" not in card
 
 
-def test_the_celeba_recipe_trains_end_to_end_on_a_celeba_folder(tmp_path):
+@pytest.mark.parametrize("frac", [1.0, 0.125])
+def test_the_celeba_recipe_trains_end_to_end_on_a_celeba_folder(tmp_path, frac):
     from test_data_celeba import make_celeba
 
     root = make_celeba(tmp_path / "celeba")  # 18 train, 6 val, 6 test images
     out = tmp_path / "run"
     assert trainer.cli(["--recipe", "celeba", "--root", str(root), "--limit", "16", "--epochs", "1",
-                        "--batch-size", "8", "--k", "4", "--latent-dim", "24", "--set", "val_limit=6",
-                        "--fit-style-prior", "16", "--eval-limit", "6", "--threads", "1", "--out", str(out)]) == 0
+                        "--sup-frac", str(frac), "--batch-size", "8", "--k", "4", "--latent-dim", "24",
+                        "--set", "val_limit=6", "--fit-style-prior", "16", "--eval-limit", "6", "--threads", "1",
+                        "--out", str(out)]) == 0
     model = CCVAE.from_pretrained(out / "model")
     assert model.label_names == PAPER_LABELS and len(PAPER_LABELS) == 18
     assert model.config["fitted_style_prior"] and model.latent_dim == 24
@@ -531,9 +533,12 @@ def test_the_celeba_recipe_trains_end_to_end_on_a_celeba_folder(tmp_path):
     assert settings["dataset"] == "celeba" and settings["root"] == str(root)
     assert changed(load_recipe("celeba"), TrainConfig(**settings)) == {
         "root": str(root), "limit": 16, "epochs": 1, "batch_size": 8, "k": 4, "latent_dim": 24, "val_limit": 6,
-        "fit_style_prior": 16, "eval_limit": 6}
+        "fit_style_prior": 16, "eval_limit": 6, **({"sup_frac": frac} if frac < 1 else {})}
     log = log_of(out)
-    assert log[0]["step"] == 2 and 0 <= log[0]["val_accuracy"] <= 1  # 16 faces in batches of 8
+    # f = 1: 16 faces in batches of 8; f = 0.125: 2 labelled, 14 unlabelled, so 2 steps, each with an
+    # unlabelled batch and a labelled batch of 8 cycled from the 2
+    assert log[0]["step"] == 2 and 0 <= log[0]["val_accuracy"] <= 1
+    assert ("unsup_loss" in log[0]) == (frac < 1) and "sup_loss" in log[0]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["mean_accuracy"] <= 1 and set(metrics["per_label_accuracy"]) == set(PAPER_LABELS)
     assert metrics["num_test_images"] == 6 and "intervention_success" not in metrics  # no oracle for CelebA
