@@ -117,7 +117,7 @@ def run_cell(cell: Cell, work: Path, *, threads: int | None) -> dict:
             if not metrics_file.is_file():
                 raise RuntimeError(f"cell {cell.name}: the run ended without {metrics_file}")
     timing = {"seconds": round(timing["seconds"] + time.time() - start, 1), "runs": timing["runs"] + 1,
-              "command": " ".join(cmd) if cmd else "majority"}
+              "command": " ".join(["python", *cmd[1:]]) if cmd else "majority"}
     timing_file.write_text(json.dumps(timing, indent=2))
     return json.loads(metrics_file.read_text())
 

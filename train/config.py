@@ -84,7 +84,7 @@ class TrainConfig:
     k: int = 100  # samples of q(z_c|x) that estimate q(y|x)
     seed: int = 0  # initialisation, data order and sampling
     # training aids (train/aids.py)
-    classification_weight: float = 300.0  # alpha: + alpha * log q(y|x) on labelled batches
+    classification_weight: float = 3000.0  # alpha: + alpha * log q(y|x) on labelled batches
     intervention_weight: float = 300.0  # gamma: + gamma * log q(y_i = v | z'_i) for decoded edits
     intervention_start: float = 40.0  # epoch (may be fractional) from which gamma applies
     intervention_focus: float = 0.0  # share of the edits drawn where they miss (0: uniform)
