@@ -6,9 +6,9 @@ CCVAE beside M2, a labels-only classifier and the majority guess.
 
 A cell is (method, f, seed), trained at one budget for every row (EPOCHS passes over the
 unlabelled images of the synthetic-faces recipe; labels only takes as many optimizer steps) into
-WORK/<cell>/, whose metrics.json marks it done: a rerun skips it, and a CCVAE cell cut short
-resumes where its last epoch ended. After every cell the JSON and the figure are written again
-from the cells done so far, so a partial table is data too.
+WORK/<cell>/; a CCVAE cell cut short resumes where its last epoch ended. After every cell the
+JSON (docs/figures/supervision.json) and its figure are written again, and the JSON keeps every
+finished cell: a rerun, in this checkout or a fresh one, skips those, so a partial table is data.
 """
 from __future__ import annotations
 
@@ -90,12 +90,26 @@ def command(cell: Cell, folder: Path, *, threads: int | None) -> list[str] | Non
     raise ValueError(f"unknown method {cell.method!r}; expected one of {METHODS}")
 
 
+def record(cell: Cell, folder: Path) -> dict:
+    """What the table keeps of a finished cell: its accuracies, CCVAE's editing metrics, the time
+    it took and the command that trained it."""
+    m = json.loads((folder / "metrics.json").read_text())
+    timing_file = folder / "cell.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    return {"mean_accuracy": round(m["mean_accuracy"], 4),
+            "per_label_accuracy": {k: round(v, 4) for k, v in m["per_label_accuracy"].items()},
+            **({"editing": {k: round(m[key], 4) for k, key in EDITING_KEYS.items() if key in m}}
+               if cell.method == "ccvae" else {}),
+            "seconds": timing.get("seconds"), "command": timing.get("command")}
+
+
 def run_cell(cell: Cell, work: Path, *, threads: int | None) -> dict:
-    """Train and score one cell (skipped when its metrics.json exists); returns its metrics."""
+    """Train and score one cell into work/<cell> (its metrics.json, once there, marks it done);
+    returns its record."""
     folder = work / cell.name
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file():
-        return json.loads(metrics_file.read_text())
+        return record(cell, folder)
     folder.mkdir(parents=True, exist_ok=True)
     timing_file = folder / "cell.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": 0.0, "runs": 0}
@@ -113,36 +127,38 @@ def run_cell(cell: Cell, work: Path, *, threads: int | None) -> dict:
             code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
         if code != 0:
             raise RuntimeError(f"cell {cell.name} failed (exit {code}); see {folder / 'output.log'}")
-        if cell.method == "ccvae":  # the trainer writes its metrics into the run folder
-            if not metrics_file.is_file():
-                raise RuntimeError(f"cell {cell.name}: the run ended without {metrics_file}")
+        if not metrics_file.is_file():  # the trainer and the baselines write it into the cell's folder
+            raise RuntimeError(f"cell {cell.name}: the run ended without {metrics_file}")
     timing = {"seconds": round(timing["seconds"] + time.time() - start, 1), "runs": timing["runs"] + 1,
               "command": " ".join(["python", *cmd[1:]]) if cmd else "majority"}
     timing_file.write_text(json.dumps(timing, indent=2))
-    return json.loads(metrics_file.read_text())
+    return record(cell, folder)
 
 
-def summarise(work: Path) -> dict:
-    """The table from the cells done so far: per method and f, each seed's mean test accuracy,
-    their mean and sd; CCVAE's editing metrics per f (seed 0); seconds per cell."""
+def done_cells(out: Path, work: Path) -> dict[str, dict]:
+    """The finished cells: those the table's JSON already holds (it is committed, so a new checkout
+    resumes from it), then those finished in the work folders."""
+    done = json.loads(out.read_text()).get("cells", {}) if out.is_file() else {}
+    for cell in cells():
+        if (work / cell.name / "metrics.json").is_file():
+            done[cell.name] = record(cell, work / cell.name)
+    return done
+
+
+def summarise(done: dict[str, dict]) -> dict:
+    """The table from the finished cells: per method and f, each seed's mean test accuracy, their
+    mean and sd; CCVAE's editing metrics per f (seed 0); every cell's record."""
     rows: dict[str, dict[str, dict]] = {}
     editing: dict[str, dict] = {}
-    seconds: dict[str, float] = {}
     for cell in cells():
-        metrics_file = work / cell.name / "metrics.json"
-        if not metrics_file.is_file():
+        if cell.name not in done:
             continue
-        m = json.loads(metrics_file.read_text())
-        row = rows.setdefault(cell.method, {}).setdefault(f"{cell.frac:g}", {"seeds": [], "accuracy": [],
-                                                                              "per_label": []})
+        rec = done[cell.name]
+        row = rows.setdefault(cell.method, {}).setdefault(f"{cell.frac:g}", {"seeds": [], "accuracy": []})
         row["seeds"].append(cell.seed)
-        row["accuracy"].append(round(m["mean_accuracy"], 4))
-        row["per_label"].append({k: round(v, 4) for k, v in m["per_label_accuracy"].items()})
-        timing = work / cell.name / "cell.json"
-        if timing.is_file():
-            seconds[cell.name] = json.loads(timing.read_text())["seconds"]
+        row["accuracy"].append(rec["mean_accuracy"])
         if cell.method == "ccvae" and cell.seed == 0:
-            editing[f"{cell.frac:g}"] = {k: round(m[key], 4) for k, key in EDITING_KEYS.items() if key in m}
+            editing[f"{cell.frac:g}"] = rec.get("editing", {})
     for per_f in rows.values():
         for row in per_f.values():
             acc = np.array(row["accuracy"])
@@ -153,12 +169,12 @@ def summarise(work: Path) -> dict:
         "dataset": "synthetic faces: 50,000 training, 5,000 test, 15 labels, 64x64",
         "budget": {"epochs": EPOCHS, "recipe": RECIPE, "ccvae_intervention_start": INTERVENTION_FROM * EPOCHS,
                    "labels_only_steps": {f"{f:g}": EPOCHS * steps_per_epoch(f) for f in FRACTIONS}},
-        "cells_done": sum(len(r["seeds"]) for per_f in rows.values() for r in per_f.values()),
+        "cells_done": len([c for c in cells() if c.name in done]),
         "cells_total": len(cells()),
         "mean_test_accuracy": rows,
         "ccvae_editing": editing,
-        "seconds": seconds,
         "paper_celeba": {m: {f"{f:g}": v for f, v in r.items()} for m, r in PAPER_CELEBA.items()},
+        "cells": {c.name: done[c.name] for c in cells() if c.name in done},
     }
 
 
@@ -196,7 +212,7 @@ def figure(table: dict, path: Path) -> None:
 
 
 def write(work: Path, out: Path) -> dict:
-    table = summarise(work)
+    table = summarise(done_cells(out, work))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=2) + "\n")
     if table["mean_test_accuracy"]:
@@ -225,9 +241,11 @@ def main(argv=None) -> int:
     try:
         if not args.summary_only:
             for cell in todo:
+                if cell.name in done_cells(args.out, args.work):
+                    continue
                 start = time.time()
-                metrics = run_cell(cell, args.work, threads=args.threads)
-                print(f"{cell.name}: mean test accuracy {metrics['mean_accuracy']:.4f} "
+                rec = run_cell(cell, args.work, threads=args.threads)
+                print(f"{cell.name}: mean test accuracy {rec['mean_accuracy']:.4f} "
                       f"({time.time() - start:.0f} s)", flush=True)
                 write(args.work, args.out)
         table = write(args.work, args.out)

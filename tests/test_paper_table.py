@@ -72,7 +72,7 @@ def test_the_table_averages_seeds_reports_ccvae_editing_and_draws_the_figure(tmp
     assert result["mean_test_accuracy"]["majority"]["1"]["sd"] is None
     assert result["ccvae_editing"] == {"0.004": {"interventions_app": 0.8, "leakage": 0.01,
                                                  "characteristic_coverage": 0.4, "style_kept": 0.9}}
-    assert result["cells_done"] == 4 and result["seconds"]["ccvae-f0.004-s1"] == 12.5
+    assert result["cells_done"] == 4 and result["cells"]["ccvae-f0.004-s1"]["seconds"] == 12.5
     assert result["paper_celeba"]["ccvae"]["0.004"] == 0.832
     with Image.open(out.with_suffix(".png")) as figure:
         assert figure.size[0] > 300
@@ -82,3 +82,17 @@ def test_an_unknown_cell_filter_is_one_line(tmp_path, capsys):
     assert table.main(["--work", str(tmp_path), "--out", str(tmp_path / "t.json"), "--only", "nothing"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no cell matches") and err.count("\n") == 1
+
+
+def test_a_fresh_checkout_resumes_from_the_cells_the_json_holds(tmp_path, monkeypatch):
+    work, out = tmp_path / "work", tmp_path / "supervision.json"
+    write_cell(work, "majority-f0.004-s0", 0.78)
+    assert table.main(["--work", str(work), "--out", str(out), "--summary-only"]) == 0
+    ran = []
+    monkeypatch.setattr(table, "run_cell", lambda cell, *a, **k: ran.append(cell.name) or {"mean_accuracy": 0.5})
+    monkeypatch.setattr(table, "write", lambda work, out: table.summarise(table.done_cells(out, work)))
+    # the work folders are gone (a new checkout); the committed JSON says which cells are done
+    assert table.main(["--work", str(tmp_path / "fresh"), "--out", str(out), "--only", "majority-f0.004"]) == 0
+    assert ran == ["majority-f0.004-s1", "majority-f0.004-s2"]
+    kept = table.summarise(table.done_cells(out, tmp_path / "fresh"))
+    assert kept["mean_test_accuracy"]["majority"]["0.004"]["accuracy"] == [0.78]
