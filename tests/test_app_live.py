@@ -373,6 +373,12 @@ def test_browser_shows_the_face_and_the_rows_on_the_first_screen_and_keeps_the_f
         open_page(page, url, "Label_0")
         shown = page.evaluate(ON_SCREEN_JS)
         assert face_in_view(shown, viewport) and shown["sliders"] >= least and shown["overflow"] <= 0, shown
+        # a label's row holds its slider, its probability and its three buttons
+        row = page.locator(".label-row").first.bounding_box()
+        for part in ("#slider-Label_0 input[type=range]", "#prob-Label_0", "#resample-Label_0", "#add-Label_0",
+                     "#remove-Label_0"):
+            box = page.locator(part).bounding_box()
+            assert row["y"] <= box["y"] and box["y"] + box["height"] <= row["y"] + row["height"] + 1, (part, box, row)
         for label in ("Label_7", "Label_14"):
             slider = f"#slider-{label} input[type=range]"
             page.locator(slider).scroll_into_view_if_needed()
@@ -473,6 +479,11 @@ def test_browser_tab_reaches_every_slider_and_every_control_is_named_with_its_la
             if reached[-1:] == shown[-1:]:
                 break
         assert reached == shown
+        for verb, tip in (("resample", "Resample: "), ("add", "Add: "), ("remove", "Remove: ")):
+            page.hover(f"#{verb}-Label_2")  # each small button's tooltip
+            content = page.eval_on_selector(f"#{verb}-Label_2", "b => getComputedStyle(b, '::after').content")
+            assert content.startswith(f'"{tip}'), (verb, content)
+        page.focus(f"#slider-Label_{len(FIFTEEN) - 1} input[type=range]")
         old = image_src(page, "edited")  # the arrows move the slider Tab reached, and redraw the face
         page.keyboard.press("ArrowLeft")
         page.keyboard.press("ArrowLeft")
