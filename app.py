@@ -7,8 +7,8 @@ In CCVAE each label y_i owns one latent z_i (the characteristic latents z_c); th
 z_s, hold the style. A slider sets z_i and the face is decoded again; a resample button
 draws a new z_i from the conditional prior p(z_i | y_i) where the classifier reads y_i, so
 "resample Eyeglasses" gives a different pair of glasses each click. Everything a user changes
-is their own :class:`Session`, kept in a :class:`SessionStore` under their Gradio session hash;
-the model is shared and read-only.
+is their own :class:`Session` (with its undo history), kept in a :class:`SessionStore` under their
+Gradio session hash; the model is shared and read-only.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ DOWNLOADABLE_HTML = (
     '<a href="${value}" download="${filename}">Download PNG</a>{{/if}}'
 )
 # The edited face also holds the face the edit started from (``start``), shown instead while the
-# compare button is held (app_assets/compare.js), and a line for what the live slider reports.
+# compare button is held (app_assets/compare.js), and a line for what the live slider reports
+# (``notice``: live_slider.js).
 EDITED_HTML = (
     '{{#if value}}<div class="face"><img class="now" src="${value}" alt="${alt}">'
     '<img class="start" src="${start}" alt="The face you started from"></div>'
@@ -236,7 +237,8 @@ class Editor:
         return self.view(session.edited(z), f"New style, characteristics kept (seed {seed}).")
 
     def reset(self, session: Session) -> tuple:
-        return self.view(session.edited(session.z_source), "Back to the encoding of the input (Undo brings the edit back).")
+        return self.view(session.edited(session.z_source),
+                         "Back to the encoding of the input (Undo brings the edit back).")
 
     def undo(self, session: Session) -> tuple:
         """The face before the last edit (:meth:`Session.undo`), sliders and probabilities following it."""
