@@ -484,6 +484,9 @@ def test_live_path_edits_only_its_own_session_and_refuses_unknown_or_expired_one
     assert answer["face"] == editor.slide(0, high, start)[0] and "q(present)" in answer["prob"]
     assert demo.sessions.get("alice").z[0, 0].item() == pytest.approx(high)
     assert torch.equal(demo.sessions.get("bob").z, start.z)
+    live_slide(["alice", 0, low])  # later moves of the same drag: still one undo step
+    alice = demo.sessions.get("alice")
+    assert alice.drag == 0 and len(alice.past) == 1 and torch.equal(alice.undo().z, start.z)
     assert live_slide(["carol", 0, low]) == {"error": "session 'carol' is unknown or has expired: reload the page"}
     clock[0] += 61
     assert "unknown or has expired" in live_slide(["alice", 0, low])["error"]
