@@ -7,8 +7,8 @@ In CCVAE each label y_i owns one latent z_i (the characteristic latents z_c); th
 z_s, hold the style. A slider sets z_i and the face is decoded again; a resample button
 draws a new z_i from the conditional prior p(z_i | y_i) where the classifier reads y_i, so
 "resample Eyeglasses" gives a different pair of glasses each click. Everything a user changes
-is their own :class:`Session`, kept in a :class:`SessionStore` under their Gradio session hash;
-the model is shared and read-only.
+is their own :class:`Session` (with its undo history), kept in a :class:`SessionStore` under their
+Gradio session hash; the model is shared and read-only.
 """
 
 from __future__ import annotations
@@ -53,6 +53,15 @@ PICTURE_HTML = '{{#if value}}<img src="${value}" alt="${alt}">{{/if}}'
 DOWNLOADABLE_HTML = (
     '{{#if value}}<img src="${value}" alt="${alt}">'
     '<a href="${value}" download="${filename}">Download PNG</a>{{/if}}'
+)
+# The edited face also holds the face the edit started from (``start``), shown instead while the
+# compare button is held (app_assets/compare.js), and a line for what the live slider reports
+# (``notice``: live_slider.js).
+EDITED_HTML = (
+    '{{#if value}}<div class="face"><img class="now" src="${value}" alt="${alt}">'
+    '<img class="start" src="${start}" alt="The face you started from"></div>'
+    '<div class="tools"><button type="button" class="compare">Hold to compare</button>'
+    '<a href="${value}" download="${filename}">Download PNG</a></div>{{/if}}'
     '{{#if notice}}<p class="notice">{{notice}}</p>{{/if}}'
 )
 
@@ -190,11 +199,15 @@ class Editor:
         image, z, note = self.read_upload(path)
         return self.start_from(images.to_data_url(image), z, note)
 
-    def slide(self, i: int, value: float, session: Session) -> tuple:
-        """Slider i moved to ``value`` (`editing.intervene`): face, q(y_i | z_i), :meth:`partner_outputs`, session."""
+    def slide(self, i: int, value: float, session: Session, *, is_released: bool = True) -> tuple:
+        """Slider i moved to ``value`` (`editing.intervene`): face, q(y_i | z_i), :meth:`partner_outputs`, session.
+        A move while dragging (``is_released=False``: the live path) joins the drag's undo step; the
+        release (the slider's event, the API) ends it."""
         z = editing.intervene(self.model, session.z, i, float(value))
         p = float(editing.label_probs(self.model, z)[0, i])
-        return (self.face(z), self.prob_html(p), *self.partner_outputs(i, z), session._replace(z=z))
+        session = session.edited(z, drag=i)
+        return (self.face(z), self.prob_html(p), *self.partner_outputs(i, z),
+                session.released() if is_released else session)
 
     def resample(self, i: int, session: Session, *, present: bool | None = None, seed: int | None = None) -> tuple:
         """New z_i ~ p(z_i | y_i = present) on that side of the classifier (`editing.sample_characteristic`);
@@ -216,15 +229,27 @@ class Editor:
         p = float(editing.label_probs(self.model, z)[0, i])
         status = f"{words(self.labels[i])}: new sample with it {'present' if present else 'absent'} (seed {seed})."
         return (self.face(z), self.slider_value(z, i), self.prob_html(p), status, *self.partner_outputs(i, z),
-                session._replace(z=z))
+                session.edited(z))
 
     def resample_style(self, session: Session, *, seed: int | None = None) -> tuple:
         seed = pick_seed(seed)
         z = editing.resample_style(self.model, session.z, generator=self._generator(seed))
-        return self.view(session._replace(z=z), f"New style, characteristics kept (seed {seed}).")
+        return self.view(session.edited(z), f"New style, characteristics kept (seed {seed}).")
 
     def reset(self, session: Session) -> tuple:
-        return self.view(session._replace(z=session.z_source), "Back to the encoding of the input.")
+        return self.view(session.edited(session.z_source),
+                         "Back to the encoding of the input (Undo brings the edit back).")
+
+    def undo(self, session: Session) -> tuple:
+        """The face before the last edit (:meth:`Session.undo`), sliders and probabilities following it."""
+        if not session.can_undo:
+            return self.view(session.undo(), "Nothing to undo.")
+        return self.view(session.undo(), "Undone (Redo brings it back).")
+
+    def redo(self, session: Session) -> tuple:
+        if not session.can_redo:
+            return self.view(session.redo(), "Nothing to redo.")
+        return self.view(session.redo(), "Redone.")
 
     def sheet(self, zs: torch.Tensor, columns: int) -> str:
         """Latents (..., D) decoded, in order, as one PNG of ``columns`` faces a row."""
@@ -267,16 +292,17 @@ class Editor:
             raise gr.Error("Choose a second face first (Random second face or upload one).")
         # the donor's whole z_i, set as a slider move sets it (a donor's hair colour replaces this face's)
         z = editing.swap(self.model, session.z, session.z_donor, i, as_edits=True)
-        return self.view(session._replace(z=z), f"{words(self.labels[i])} swapped in from the second face.")
+        return self.view(session.edited(z), f"{words(self.labels[i])} swapped in from the second face.")
 
 
-def picture(value: str | None, label: str, *, height: str, filename: str | None = None, **kwargs) -> gr.HTML:
+def picture(value: str | None, label: str, *, height: str, filename: str | None = None,
+            html_template: str | None = None, **kwargs) -> gr.HTML:
     """An image output: its value is a PNG data URL, shown ``height`` high (a CSS length) and
     as wide as its column; ``filename`` adds a link that downloads the PNG under that name."""
     kwargs.setdefault("js_on_load", None)
-    return gr.HTML(value, label=label, show_label=True, container=True,
-                   html_template=DOWNLOADABLE_HTML if filename else PICTURE_HTML, css_template=asset("picture.css"),
-                   alt=label, filename=filename, img_height=height, **kwargs)
+    template = html_template or (DOWNLOADABLE_HTML if filename else PICTURE_HTML)
+    return gr.HTML(value, label=label, show_label=True, container=True, html_template=template,
+                   css_template=asset("picture.css"), alt=label, filename=filename, img_height=height, **kwargs)
 
 
 def launch_options() -> dict:
@@ -323,7 +349,7 @@ def build_demo(model: CCVAE, *, examples: Sequence[Image.Image] = (), notice: st
             return {"error": error.message}
         low, high, _ = editor.ranges[i]
         with torch.no_grad():
-            face, prob, *partners, session = editor.slide(i, min(max(value, low), high), session)
+            face, prob, *partners, session = editor.slide(i, min(max(value, low), high), session, is_released=False)
         sessions.put(key, session)
         others = dict(zip(map(str, editor.partners[i]), partners[len(editor.partners[i]):]))
         return {"face": face, "prob": prob, "others": others}
@@ -338,11 +364,13 @@ def build_demo(model: CCVAE, *, examples: Sequence[Image.Image] = (), notice: st
     with gr.Blocks(title="CCVAE face editor", analytics_enabled=False) as demo:
         demo.sessions = sessions  # for tests and the benchmark: how many sessions are held
         gr.Markdown("# CCVAE face editor\nEdit a face one characteristic at a time with "
-                    "[Characteristic Capturing VAEs](https://arxiv.org/abs/2006.10102).")
+                    "[Characteristic Capturing VAEs](https://arxiv.org/abs/2006.10102).", elem_id="title")
         gr.Markdown(notice or "", visible=bool(notice), elem_id="notice")
         live_session = gr.HTML(None, visible="hidden", elem_id="live-session", js_on_load=asset("session.js"))
-        with gr.Row():
-            with gr.Column(scale=1, min_width=200):
+        # Side by side (>= 1024 px): the start, the face (sticky) and its tools, one compact row per
+        # label. Stacked (a phone): the face (sticky, smaller), its tools, the rows, then the start.
+        with gr.Row(elem_id="editor"):
+            with gr.Column(scale=1, min_width=200, elem_id="start-column"):
                 gallery = gr.Gallery(list(editor.examples), label="Example faces (click one)", columns=4,
                                      height=260, allow_preview=False, show_label=True, elem_id="examples")
                 with gr.Row():
@@ -354,28 +382,33 @@ def build_demo(model: CCVAE, *, examples: Sequence[Image.Image] = (), notice: st
                                                    elem_id="reconstruction")
             with gr.Column(scale=1, min_width=280, elem_id="face-column"):
                 edited_face = picture(first[2], "Edited", height="320px", filename="edited-face.png",
-                                      elem_id="edited", js_on_load=asset("live_slider.js"),
+                                      html_template=EDITED_HTML, start=first[1], elem_id="edited",
+                                      js_on_load=asset("live_slider.js") + asset("compare.js"),
                                       server_functions=[live_slide], notice="",
                                       labels=json.dumps([slug(name) for name in editor.labels]))
+                with gr.Row(elem_id="face-tools"):
+                    undo_button = gr.Button("↶ Undo", size="sm", elem_id="undo")
+                    redo_button = gr.Button("↷ Redo", size="sm", elem_id="redo")
+                    style_button = gr.Button("Resample style", size="sm", elem_id="resample-style")
+                    reset_button = gr.Button("Reset", size="sm", elem_id="reset")
                 status = gr.Markdown(first[-2], elem_id="status")
-                with gr.Row():
-                    style_button = gr.Button("Resample style", elem_id="resample-style")
-                    reset_button = gr.Button("Reset", elem_id="reset")
-            with gr.Column(scale=2, min_width=360):
+            with gr.Column(scale=2, min_width=360, elem_id="label-rows"):
                 sliders, probs, label_buttons = [], [], []
                 for i, name in enumerate(editor.labels):
                     low, high, step = editor.ranges[i]
-                    ends = "present ◀──▶ absent" if editor.is_flipped[i] else "absent ◀──▶ present"
-                    with gr.Row(equal_height=True):
-                        sliders.append(gr.Slider(low, high, first[3 + i], step=step, label=words(name), info=ends,
-                                                 scale=4, buttons=[], elem_id=f"slider-{slug(name)}"))
+                    # the slider's ends are named absent / present (page.css); "flipped": present on the left
+                    with gr.Row(elem_classes=["label-row", "flipped" if editor.is_flipped[i] else "upright"]):
+                        sliders.append(gr.Slider(low, high, first[3 + i], step=step, label=words(name),
+                                                 buttons=[], elem_classes="label-slider",
+                                                 elem_id=f"slider-{slug(name)}"))
                         probs.append(gr.HTML(first[3 + num_labels + i], elem_classes="prob",
-                                             elem_id=f"prob-{slug(name)}", min_width=90, scale=1,
+                                             elem_id=f"prob-{slug(name)}", min_width=0,
                                              js_on_load=asset("prob.js"), index=i))
-                    with gr.Row(elem_classes="label-buttons"):
-                        label_buttons.append(tuple(
-                            gr.Button(f"{verb} {words(name)}", size="sm", elem_id=f"{verb.lower()}-{slug(name)}")
-                            for verb in ("Resample", "Add", "Remove")))
+                        with gr.Row(elem_classes="label-buttons"):
+                            label_buttons.append(tuple(
+                                gr.Button(f"{verb} {words(name)}", size="sm", elem_classes=verb.lower(),
+                                          min_width=0, elem_id=f"{verb.lower()}-{slug(name)}")
+                                for verb in ("Resample", "Add", "Remove")))
 
         choices = [(words(name), name) for name in editor.labels]
         with gr.Accordion("More: traversals, grids and swapping", open=False):
@@ -407,27 +440,39 @@ def build_demo(model: CCVAE, *, examples: Sequence[Image.Image] = (), notice: st
         view_outputs = [edited_face, *sliders, *probs, status]
         face_outputs = [input_image, reconstruction_image, *view_outputs]
 
+        def starts(method: Callable) -> Callable:
+            """A handler of a new face: the edited face also keeps it as the face to compare with."""
+            handler = edits(method, takes_session=False)
+
+            def new_face(request: gr.Request, *inputs):
+                shown, reconstruction, face, *rest = handler(request, *inputs)
+                return (shown, reconstruction, gr.HTML(face, start=reconstruction), *rest)
+            return new_face
+
         def on_example(evt: gr.SelectData, request: gr.Request):
-            return edits(editor.example, takes_session=False)(request, evt.index)
+            return starts(editor.example)(request, evt.index)
 
         demo.load(open_page, None, live_session, api_visibility="private", show_progress="hidden")
         demo.unload(close_page)
         gallery.select(on_example, None, face_outputs, api_name="example")
-        random_button.click(edits(editor.random_face, takes_session=False), None, face_outputs,
-                            api_name="random_face")
-        upload_button.upload(edits(editor.upload, takes_session=False), upload_button, face_outputs,
-                             api_name="upload")
+        random_button.click(starts(editor.random_face), None, face_outputs, api_name="random_face")
+        upload_button.upload(starts(editor.upload), upload_button, face_outputs, api_name="upload")
         style_button.click(edits(editor.resample_style), None, view_outputs, api_name="resample_style")
         reset_button.click(edits(editor.reset), None, view_outputs, api_name="reset")
+        undo_button.click(edits(editor.undo), None, view_outputs, api_name="undo", show_progress="hidden")
+        redo_button.click(edits(editor.redo), None, view_outputs, api_name="redo", show_progress="hidden")
 
         for i, name in enumerate(editor.labels):
             partners = [sliders[j] for j in editor.partners[i]] + [probs[j] for j in editor.partners[i]]
             # Moves while dragging go through live_slide (live_slider.js); the end of a drag or a typed
-            # value, through this event, the API: off the queue (never behind a grid), one at a time.
+            # value, through this event, the API: the page sends it off the queue (never behind a grid);
+            # API clients come through the queue, where the moves of every slider share one group
+            # with room for a whole decoder batch, so they reach the MicroBatcher together.
             sliders[i].release(
                 edits(lambda value, s, i=i: editor.slide(i, value, s)), sliders[i],
                 [edited_face, probs[i], *partners], api_name=f"slide_{slug(name)}",
-                trigger_mode="always_last", show_progress="hidden", queue=False)
+                trigger_mode="always_last", show_progress="hidden", queue=False,
+                concurrency_limit=MAX_BATCH, concurrency_id="slide")
             outputs = [edited_face, sliders[i], probs[i], status, *partners]
             for button, present, verb in zip(label_buttons[i], (None, True, False), ("resample", "add", "remove")):
                 button.click(edits(lambda s, i=i, present=present: editor.resample(i, s, present=present)), None,

@@ -18,14 +18,63 @@ import gradio as gr
 import torch
 
 SESSION_TTL_S = 3600.0  # a session's edit is forgotten after this long unused
+HISTORY_STEPS = 50  # edits a session can undo
 
 
 class Session(NamedTuple):
-    """One user's edit. Latents are (1, D) tensors on the model's device; never mutated."""
+    """One user's edit and its history. Latents are (1, D) tensors on the model's device; never mutated.
+
+    Every edit goes through :meth:`edited`, which keeps the latent it replaces (at most
+    ``HISTORY_STEPS``) for :meth:`undo`; :meth:`redo` takes back an undo until the next edit.
+    The moves of one slider drag are one step: each carries the slider's index as ``drag`` and
+    moves while that drag is open replace the step's latent instead of adding steps."""
 
     z_source: torch.Tensor  # encoding of the face being edited; Reset returns here
     z: torch.Tensor  # the edited latent the page shows
     z_donor: torch.Tensor | None = None  # second face for swapping a characteristic in
+    past: tuple[torch.Tensor, ...] = ()  # earlier latents, oldest first: what undo returns to
+    future: tuple[torch.Tensor, ...] = ()  # latents undone, next first: what redo returns to
+    drag: int | None = None  # the slider whose drag the last step is, while it is open
+
+    def edited(self, z: torch.Tensor, *, drag: int | None = None) -> "Session":
+        """This session showing ``z``, one undo step after the current latent. A move of the slider
+        ``drag`` whose drag is open replaces the open step's latent; a ``z`` equal to the current
+        one adds no step."""
+        if drag is not None and drag == self.drag:
+            return self._replace(z=z)
+        if torch.equal(z, self.z):
+            return self
+        return self._replace(z=z, past=(self.past + (self.z,))[-HISTORY_STEPS:], future=(), drag=drag)
+
+    def released(self) -> "Session":
+        """The open drag ended: the next move of any slider is a new step."""
+        return self._replace(drag=None)
+
+    @property
+    def can_undo(self) -> bool:
+        return any(not torch.equal(z, self.z) for z in self.past)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self.future)
+
+    def undo(self) -> "Session":
+        """Back to the last latent before the current one (steps that show the same face are passed
+        over: a late move of a drag already released can repeat its last position); unchanged
+        with nothing to undo."""
+        past, future = list(self.past), self.future
+        while past and torch.equal(past[-1], self.z):
+            past.pop()
+        if not past:
+            return self._replace(drag=None)
+        return self._replace(z=past.pop(), past=tuple(past), future=(self.z,) + future, drag=None)
+
+    def redo(self) -> "Session":
+        """The latent the last undo left; unchanged after a new edit (which forgets what was undone)."""
+        if not self.future:
+            return self._replace(drag=None)
+        return self._replace(z=self.future[0], past=(self.past + (self.z,))[-HISTORY_STEPS:],
+                             future=self.future[1:], drag=None)
 
 
 class SessionStore:

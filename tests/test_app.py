@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import app
+import app_sessions
 from ccvae import CCVAE, CheckpointError, editing, images
 
 LABELS = ["Eyeglasses", "Smiling", "Male"]
@@ -56,6 +57,12 @@ def pixels(image: Image.Image | str) -> np.ndarray:
     if isinstance(image, str):
         image = from_data_url(image)
     return np.asarray(image).astype(int)
+
+
+def descendants(block) -> list:
+    """Every block inside a layout block (Gradio wraps form components in a gr.Form of its own)."""
+    children = list(getattr(block, "children", []))
+    return children + [d for c in children for d in descendants(c)]
 
 
 def write(tmp_path: Path, name: str, image: Image.Image, fmt: str, **kwargs) -> str:
@@ -106,8 +113,14 @@ def test_flipped_label_is_marked_present_on_the_left():
     editor = app.Editor(model)
     assert editor.is_flipped == [False, True, False]
     demo = app.build_demo(model)
-    infos = {c.label: c.info for c in demo.blocks.values() if isinstance(c, gr.Slider)}
-    assert infos["Smiling"].startswith("present") and infos["Eyeglasses"].startswith("absent")
+    # each label's row is marked, and page.css names the slider's left end "present" in a flipped row
+    rows = [c for c in demo.blocks.values() if isinstance(c, gr.Row) and "label-row" in (c.elem_classes or [])]
+    sides = {next(s.label for s in descendants(row) if isinstance(s, gr.Slider)): set(row.elem_classes) for row in rows}
+    assert sides == {"Eyeglasses": {"label-row", "upright"}, "Smiling": {"label-row", "flipped"},
+                     "Male": {"label-row", "upright"}}
+    css = app.asset("page.css")
+    assert '.flipped .slider_input_container::before { content: "present"; }' in css.replace(
+        ".upright .slider_input_container::after, ", "")
 
 
 # ---- one label ---------------------------------------------------------------------------------
@@ -471,6 +484,9 @@ def test_live_path_edits_only_its_own_session_and_refuses_unknown_or_expired_one
     assert answer["face"] == editor.slide(0, high, start)[0] and "q(present)" in answer["prob"]
     assert demo.sessions.get("alice").z[0, 0].item() == pytest.approx(high)
     assert torch.equal(demo.sessions.get("bob").z, start.z)
+    live_slide(["alice", 0, low])  # later moves of the same drag: still one undo step
+    alice = demo.sessions.get("alice")
+    assert alice.drag == 0 and len(alice.past) == 1 and torch.equal(alice.undo().z, start.z)
     assert live_slide(["carol", 0, low]) == {"error": "session 'carol' is unknown or has expired: reload the page"}
     clock[0] += 61
     assert "unknown or has expired" in live_slide(["alice", 0, low])["error"]
@@ -624,3 +640,90 @@ def test_the_bundled_example_faces_are_not_called_far_from_the_training_faces(bu
 def test_a_photo_without_a_face_is_centre_cropped_and_says_so(bundled_editor, tmp_path):
     status = bundled_editor.upload(write(tmp_path, "flat.png", Image.new("RGB", (300, 200), (90, 140, 60)), "PNG"))[-2]
     assert "no face" in status.lower()
+
+
+# ---- undo, redo and the face to compare with -------------------------------------------------
+
+
+def test_session_history_undoes_and_redoes_at_least_fifty_edits():
+    zs = [torch.full((1, 6), float(k)) for k in range(61)]
+    session = app.Session(z_source=zs[0], z=zs[0])
+    assert not session.can_undo and torch.equal(session.undo().z, zs[0])  # nothing to undo: unchanged
+    for z in zs[1:]:
+        session = session.edited(z)
+    assert len(session.past) == app_sessions.HISTORY_STEPS >= 50
+    for k in range(60, 60 - app_sessions.HISTORY_STEPS, -1):
+        assert torch.equal(session.z, zs[k])
+        session = session.undo()
+    assert torch.equal(session.z, zs[60 - app_sessions.HISTORY_STEPS]) and not session.can_undo  # the oldest kept
+    for k in range(61 - app_sessions.HISTORY_STEPS, 61):
+        session = session.redo()
+        assert torch.equal(session.z, zs[k])
+    assert not session.can_redo and torch.equal(session.redo().z, zs[60])
+    # a new edit after an undo forgets what was undone
+    session = session.undo().undo().edited(zs[5])
+    assert not session.can_redo and torch.equal(session.undo().z, zs[58])
+    assert session.edited(zs[5]) is session  # the face shown already: no step
+
+
+def test_one_drag_is_one_undo_step_and_its_release_ends_it():
+    z0, z1, z2, z3 = (torch.full((1, 6), float(k)) for k in range(4))
+    start = app.Session(z_source=z0, z=z0)
+    dragged = start.edited(z1, drag=0).edited(z2, drag=0).edited(z3, drag=0)
+    assert torch.equal(dragged.z, z3) and len(dragged.past) == 1 and torch.equal(dragged.undo().z, z0)
+    again = dragged.released().edited(z1, drag=0)  # a second drag of the same slider: a step of its own
+    assert torch.equal(again.undo().z, z3)
+    other = dragged.edited(z1, drag=1)  # another slider: a step of its own
+    assert torch.equal(other.undo().z, z3)
+    # a late live move that repeats the position of a drag already released is passed over by undo
+    late = dragged.released().edited(z2, drag=0).edited(z3, drag=0)
+    assert torch.equal(late.undo().z, z0)
+
+
+def test_every_edit_can_be_undone_and_undo_redraws_the_face_and_the_sliders(editor, session):
+    low, high, _ = editor.ranges[0]
+    steps = [session]
+    s = editor.slide(0, high, session, is_released=False)[-1]  # a drag: live moves, then the release
+    s = editor.slide(0, low, s, is_released=False)[-1]
+    steps.append(editor.slide(0, low, s)[-1])
+    steps.append(editor.resample(1, steps[-1], seed=1)[-1])
+    steps.append(editor.resample(2, steps[-1], present=True, seed=2)[-1])
+    steps.append(editor.resample(2, steps[-1], present=False, seed=3)[-1])
+    steps.append(editor.resample_style(steps[-1], seed=4)[-1])
+    steps.append(editor.swap("Smiling", editor.donor_random(steps[-1], seed=5)[-1])[-1])
+    steps.append(editor.reset(steps[-1])[-1])
+    assert all(not torch.equal(a.z, b.z) for a, b in zip(steps, steps[1:]))
+    current = steps[-1]
+    for want in reversed(steps[:-1]):
+        face, *sliders_and_probs, status, current = editor.undo(current)
+        assert torch.equal(current.z, want.z) and status.startswith("Undone")
+        assert np.array_equal(pixels(face), pixels(editor.face(want.z)))
+        assert list(sliders_and_probs[:L]) == [editor.slider_value(want.z, i) for i in range(L)]
+    assert editor.undo(current)[-2] == "Nothing to undo."
+    for want in steps[1:]:
+        current = editor.redo(current)[-1]
+        assert torch.equal(current.z, want.z)
+    assert editor.redo(current)[-2] == "Nothing to redo."
+    assert not editor.random_face(seed=1)[-1].can_undo  # a new face starts a new history
+
+
+def test_undo_redo_and_the_slider_events_are_wired_for_the_page_and_the_api():
+    demo = app.build_demo(visible_model())
+    events = {d.api_name: d for d in demo.fns.values()}
+    assert {"undo", "redo"} <= set(events)
+    assert [c.elem_id for c in events["undo"].outputs[:1]] == ["edited"]
+    assert len(events["undo"].outputs) == len(events["resample_style"].outputs) == 1 + 2 * L + 1
+    # the API's slider moves share one concurrency group with room for a whole decoder batch
+    slides = [events[f"slide_{name}"] for name in LABELS]
+    assert {(d.concurrency_id, d.concurrency_limit) for d in slides} == {("slide", app.MAX_BATCH)}
+    edited = next(c for c in demo.blocks.values() if getattr(c, "elem_id", None) == "edited")
+    assert from_data_url(edited.props["start"]).size == (SIZE, SIZE)  # the face to compare with: the first
+    assert {c.elem_id for c in demo.blocks.values() if isinstance(c, gr.Button)} >= {"undo", "redo"}
+
+
+def test_every_label_button_is_named_with_its_label():
+    demo = app.build_demo(visible_model())
+    for name in LABELS:
+        buttons = {c.elem_id: c.value for c in demo.blocks.values() if isinstance(c, gr.Button)}
+        for verb in ("Resample", "Add", "Remove"):
+            assert buttons[f"{verb.lower()}-{name}"] == f"{verb} {name}"  # its accessible name
