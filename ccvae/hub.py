@@ -52,7 +52,8 @@ def model_dir(path: str | Path) -> Path:
     folder of a training run (RUN/model/config.json). A folder with neither is a CheckpointError."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise CheckpointError(f"{path} is not a folder")
+        raise CheckpointError(f"{path} holds no model: " + ("it is a file, not a folder" if path.exists() else
+                                                             "no such folder"))
     if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
         return path / "model"
     if not (path / CONFIG_NAME).is_file():

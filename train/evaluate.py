@@ -170,13 +170,14 @@ def main(args: argparse.Namespace) -> int:
     from .trainer import one_line_warnings
 
     one_line_warnings()
+    is_local = Path(args.checkpoint).expanduser().is_dir()
+    if args.update and not is_local:
+        print(f"error: --update writes into a local model folder; {args.checkpoint!r} is not one", file=sys.stderr)
+        return 2
     try:
-        folder = model_dir(args.checkpoint) if args.update or Path(args.checkpoint).expanduser().exists() else None
+        folder = model_dir(args.checkpoint) if is_local else None  # a run folder gives its model/
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.update and folder is None:
-        print(f"error: --update writes into a local model folder; {args.checkpoint!r} is not one", file=sys.stderr)
         return 2
     try:
         dataset, root, labels_csv = data_arguments(args)

@@ -40,6 +40,7 @@ def replace_evaluation(card: str, body: str) -> str:
 
 
 NEAREST = "nearest"  # command(): the recipe a run came from is unknown: name the nearest bundled one
+MAX_OVERRIDES = 8  # beyond this many overrides the card names the settings file instead
 PLACEHOLDERS = {"root": {"celeba": "CELEBA_DIR", "folder": "IMAGES_DIR"}, "labels_csv": {"folder": "LABELS.csv"}}
 
 
@@ -73,7 +74,7 @@ def command(config: TrainConfig, recipe: str | None = NEAREST) -> str:
         changed = {k: v for k, v in values.items() if base[k] != v}
         if best is None or len(changed) < len(best[1]):
             best = (name, changed)
-    if best is None or len({k for k in best[1] if k not in PLACEHOLDERS}) > 4:
+    if best is None or len({k for k in best[1] if k not in PLACEHOLDERS}) > MAX_OVERRIDES:
         return f"python -m train --recipe {CONFIG_NAME} --out runs/NAME   # {CONFIG_NAME}: beside this card"
     flags = {flag_dest(flag): flag for flag in SETTING_FLAGS}
     parts = ["python -m train"] + ([f"--recipe {best[0]}"] if best[0] else [])

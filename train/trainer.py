@@ -265,7 +265,8 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         save(config, out / CONFIG_NAME)
         print(f"training images ({config.dataset}, train split): {data_counts['labelled']} labelled, "
               f"{data_counts['partly_labelled']} partly labelled, {data_counts['unlabelled']} unlabelled, "
-              f"{data_counts['unreadable']} unreadable (skipped); {data_counts['labelled_cells']:.1%} of the label "
+              f"{data_counts['unreadable']} unreadable (skipped{skipped_names(train_set.skipped)}); "
+              f"{data_counts['labelled_cells']:.1%} of the label "
               f"cells known" + (f"; {len(val_set)} validation images" if val_set is not None else ""), file=sys.stderr)
         print(f"training on {device} x{world}: labels {label_names}, {steps} steps/epoch"
               + (" (a labelled and an unlabelled batch each)" if is_semi else ""), file=sys.stderr)
@@ -422,6 +423,13 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def skipped_names(skipped: list[tuple[str, str]], shown: int = 5) -> str:
+    """': a.png, b.jpg ...' naming the first skipped files, '' when none was skipped."""
+    if not skipped:
+        return ""
+    return ": " + ", ".join(f for f, _ in skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
 
 
 def majority_accuracy(train_labels: np.ndarray, val_labels: np.ndarray | None) -> float | None:
