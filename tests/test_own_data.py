@@ -74,6 +74,7 @@ def test_every_mistake_of_the_csv_is_named_with_its_line_in_one_run(tmp_path, ca
 
 
 def test_a_messy_folder_trains_evaluates_opens_and_publishes_privately(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(trainer, "majority_accuracy", lambda *a: 1.0)  # validation never beats it here
     partial = []
     real = objective.partially_supervised
     monkeypatch.setattr(objective, "partially_supervised", lambda *a, **k: partial.append(a[2]) or real(*a, **k))
@@ -98,7 +99,10 @@ def test_a_messy_folder_trains_evaluates_opens_and_publishes_privately(tmp_path,
     # 3. a 2-epoch run keeps the intervention term it asked for (from half way)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert "sup_intervention_accuracy" not in log[0] and "sup_intervention_accuracy" in log[1]
-    # 7. the run ends saying where the model is and what to run next
+    # 7. a validation accuracy at the majority guess is said (once, then every 10th epoch)
+    assert err.count("is at the majority guess (1.000, every label at its commoner value)") == 1
+    assert log[1]["val_majority_accuracy"] == 1.0
+    # the run ends saying where the model is and what to run next
     assert f"the model is in {run / 'model'}" in err
     for command in (f"python -m train.evaluate {run}", f"python app.py --checkpoint {run}",
                     f"python -m train.publish {run} --repo-id USER/NAME --dry-run DIR"):
@@ -153,3 +157,10 @@ def test_a_messy_folder_trains_evaluates_opens_and_publishes_privately(tmp_path,
                                             "--include-samples"])) == 0
     assert "traversal.png  [your images: uploaded, as --include-samples asks]" in capsys.readouterr().out
     assert (with_samples / "traversal.png").is_file()
+
+
+def test_the_majority_guess_is_each_labels_commoner_training_value_scored_on_known_cells():
+    train_labels = np.array([[1, 0], [1, 1], [0, 0], [-1, -1]])
+    val_labels = np.array([[1, 0], [0, -1]])
+    assert trainer.majority_accuracy(train_labels, val_labels) == pytest.approx((1 / 2 + 1 / 1) / 2)
+    assert trainer.majority_accuracy(train_labels, np.full((2, 2), -1)) is None  # nothing to score

@@ -299,6 +299,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
                        counters=counters, args=to_strings(config, args))
 
     interrupted = {"flag": False}
+    was_at_majority = False  # the note that validation sits at the majority guess: once, then every 10th epoch
 
     def on_sigint(signum, frame):
         interrupted["flag"] = True
@@ -386,10 +387,12 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                                if k in ("epoch", "seconds", "sup_loss", "unsup_loss", "sup_accuracy", "val_accuracy",
                                         "val_psnr", "sup_likelihood_scale")), file=sys.stderr)
-                if majority is not None and record["val_accuracy"] <= majority + MAJORITY_MARGIN:
+                at_majority = majority is not None and record["val_accuracy"] <= majority + MAJORITY_MARGIN
+                if at_majority and (counters["epoch"] == 1 or not was_at_majority or counters["epoch"] % 10 == 0):
                     print(f"note: validation accuracy {record['val_accuracy']:.3f} is at the majority guess "
                           f"({majority:.3f}, every label at its commoner value): the classifier has not read the "
                           "labels yet; with few images give more epochs (README, Training)", file=sys.stderr)
+                was_at_majority = at_majority
                 if not args.no_figures:
                     figures.epoch_figures(model, faces, out / "figures", counters["epoch"])
                 write_model(model, out, config, counters, faces, metrics=None, data=data_counts)
