@@ -1,8 +1,9 @@
 """Evaluate a trained CCVAE: `python -m train.evaluate RUN_OR_MODEL [--json FILE]`.
 
 RUN_OR_MODEL is a training run's folder, its model/ folder or a Hub id. The dataset and, for a
-folder or CelebA, its paths default to those of the model's train_config.json. On the test split of any dataset: label accuracy from the posterior mean of z_c (the paper's
-metric) and the reconstruction PSNR/MSE. On the synthetic faces, where the truth is known, also
+folder or CelebA, its paths default to those of the model's train_config.json. On the test split
+of any dataset: label accuracy from the posterior mean of z_c (the paper's metric), with its
+standard error and a warning under NOISY_BELOW images, and the reconstruction PSNR/MSE. On the synthetic faces, where the truth is known, also
 the ground-truth metrics of `train.groundtruth` (interventions, conditional generation and
 diversity, judged by an independent oracle).
 """

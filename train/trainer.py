@@ -215,9 +215,12 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
                          f"{model.num_labels} characteristic latents of {model.characteristic_dim}")
     if len(labelled):  # p(y_i = 1): the frequency among the rows that know label i
         y_known = np.asarray(labelled.labels)
-        known = (y_known >= 0).sum(0)
-        model.set_label_prior(torch.from_numpy(np.where(known > 0, (y_known == 1).sum(0) / np.maximum(known, 1),
-                                                        0.5).astype(np.float32)))
+        if (y_known >= 0).all():
+            model.set_label_prior(torch.from_numpy(y_known.astype(np.float32)).mean(0))
+        else:
+            known = (y_known >= 0).sum(0)
+            model.set_label_prior(torch.from_numpy(np.where(known > 0, (y_known == 1).sum(0) / np.maximum(known, 1),
+                                                            0.5).astype(np.float32)))
     model.to(device).to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest
     optimizer = make_optimizer(model, config.lr)
     generator = torch.Generator(device=device).manual_seed(config.seed * 7919 + rank)
