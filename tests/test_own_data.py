@@ -13,7 +13,7 @@ from ccvae import CCVAE, CheckpointError, objective
 from train import evaluate, publish, trainer
 
 TINY = ["--batch-size", "16", "--k", "8", "--latent-dim", "10", "--fit-style-prior", "30",
-        "--intervention-weight", "10", "--threads", "1", "--no-figures"]
+        "--intervention-weight", "10", "--threads", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,8 @@ def test_a_messy_folder_trains_evaluates_opens_and_publishes_privately(tmp_path,
     listing = capsys.readouterr().out
     assert {p.name for p in upload.rglob("*") if p.is_file()} == {
         "config.json", "model.safetensors", "README.md", "train_config.json", "metrics.json"}
-    assert "(not uploaded) traversal.png  [your images: left out; --include-samples uploads it]" in listing
+    for name in ("traversal.png", "samples/reconstruction.png", "samples/traversal.png", "samples/diversity.png"):
+        assert f"(not uploaded) {name}  [your images: left out; --include-samples uploads it]" in listing, listing
     for p in upload.rglob("*"):
         if p.suffix in (".json", ".md"):
             text = p.read_text()
@@ -155,8 +156,9 @@ def test_a_messy_folder_trains_evaluates_opens_and_publishes_privately(tmp_path,
     with_samples = tmp_path / "with-samples"
     assert publish.main(publish.parse_args([str(run), "--repo-id", "me/mine", "--dry-run", str(with_samples),
                                             "--include-samples"])) == 0
-    assert "traversal.png  [your images: uploaded, as --include-samples asks]" in capsys.readouterr().out
-    assert (with_samples / "traversal.png").is_file()
+    listing = capsys.readouterr().out
+    assert "  samples/reconstruction.png  [your images: uploaded, as --include-samples asks]" in listing
+    assert (with_samples / "traversal.png").is_file() and (with_samples / "samples" / "reconstruction.png").is_file()
 
 
 def test_the_majority_guess_is_each_labels_commoner_training_value_scored_on_known_cells():
