@@ -132,9 +132,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, dest="labels_csv", help="folder: the CSV of labels (default: the model's)")
     p.add_argument("--limit", type=int, help="evaluate on the first N test images, a number of images (default: all)")
     p.add_argument("--oracle", type=Path, default=DEFAULT_ORACLE, help="oracle folder (synthetic only)")
-    p.add_argument("--n-oracle", type=int, default=500, help="test images judged by the oracle")
+    p.add_argument("--n-oracle", type=int, default=500, help="test images judged by the oracle, a number of images "
+                                                             "(default: 500)")
     p.add_argument("--no-oracle", action="store_true", help="accuracy and reconstruction only")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--json", type=Path, help="write the metrics here")
     p.add_argument("--update", action="store_true",
                    help="write the metrics into the model folder: its metrics.json and its model card's "
