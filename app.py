@@ -29,7 +29,8 @@ from PIL import Image
 
 from app_batching import MicroBatcher
 from app_sessions import SESSION_TTL_S, Session, SessionStore, parse_live_move
-from ccvae import CCVAE, default_device, editing, images, photos
+from ccvae import CCVAE, CheckpointError, default_device, editing, images, photos
+from ccvae.hub import model_dir
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_CHECKPOINT = HERE / "checkpoints" / "synthetic-faces"
@@ -501,10 +502,11 @@ def load_examples(checkpoint: Path) -> list[Image.Image]:
 
 
 def load_model(checkpoint: str) -> tuple[CCVAE, Path | None, str | None]:
-    """(model, local folder or None, notice or None): a local folder that fails to load is an
-    error; a Hub id that cannot be loaded falls back to the bundled model, with a notice."""
+    """(model, local folder or None, notice or None): a local model or run folder that fails to
+    load is a CheckpointError; a Hub id that cannot be loaded falls back to the bundled model, with a notice."""
     if Path(checkpoint).exists() or checkpoint.startswith((".", "/", "~")):
-        return CCVAE.from_pretrained(Path(checkpoint).expanduser()), Path(checkpoint).expanduser(), None
+        folder = model_dir(checkpoint)  # a training run's folder gives its model/
+        return CCVAE.from_pretrained(folder), folder, None
     try:
         return CCVAE.from_pretrained(checkpoint), None, None
     except (OSError, ValueError) as error:
@@ -517,7 +519,8 @@ def load_model(checkpoint: str) -> tuple[CCVAE, Path | None, str | None]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=os.environ.get("CCVAE_CHECKPOINT", str(BUNDLED_CHECKPOINT)),
-                        help="local folder or Hugging Face Hub id (default: $CCVAE_CHECKPOINT or the bundled model)")
+                        help="a training run's folder, its model/ folder, or a Hugging Face Hub id "
+                             "(default: $CCVAE_CHECKPOINT or the bundled model)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="events run at once (default: the number of CPU cores; 4 on a GPU)")
     parser.add_argument("--session-ttl", type=float, default=SESSION_TTL_S, metavar="SECONDS",
@@ -527,7 +530,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     device = default_device()
-    model, folder, notice = load_model(args.checkpoint)
+    try:
+        model, folder, notice = load_model(args.checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(f"error: --checkpoint: {error}") from None
     model.to(device).eval()
     if device.type == "cpu":
         # One intra-op thread: concurrent slider moves share a batched decode (Editor.decoder),

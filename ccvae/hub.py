@@ -47,10 +47,27 @@ def _atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def model_dir(path: str | Path) -> Path:
+    """The model folder at ``path``: the folder itself when it holds config.json, else the model/
+    folder of a training run (RUN/model/config.json). A folder with neither is a CheckpointError."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{path} holds no model: " + ("it is a file, not a folder" if path.exists() else
+                                                             "no such folder"))
+    if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+        return path / "model"
+    if not (path / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} holds no model: expected {path / CONFIG_NAME} (a model folder) or "
+                              f"{path / 'model' / CONFIG_NAME} (a training run)")
+    return path
+
+
 def resolve_files(name_or_path: str | Path, **download_kwargs) -> tuple[Path, Path]:
-    """(config.json, model.safetensors) from a local folder, or downloaded from the Hub."""
+    """(config.json, model.safetensors) from a local model or run folder (`model_dir`), or
+    downloaded from the Hub."""
     path = Path(name_or_path)
     if path.is_dir():
+        path = model_dir(path)
         missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (path / n).is_file()]
         if missing:
             raise CheckpointError(f"{path} is not a CCVAE model folder: missing {', '.join(missing)}")

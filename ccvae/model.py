@@ -361,7 +361,7 @@ class CCVAE(
                   jitter: float = 1e-4) -> list[list[float]]:
         """Find, per label and side, the directions of z_s that hold its kinds, and fit their coordinates.
 
-        z_s (N, S): samples of q(z_s | x) of labelled faces; y (N, L) their labels in {0, 1}.
+        z_s (N, S): samples of q(z_s | x) of labelled faces; y (N, L) their labels in {0, 1, -1 unknown}.
         For label i with more than S faces on each side and each side v: the generalised
         eigenvectors e of Sigma_v e = lambda Sigma_{1-v} e, Sigma_v = cov(z_s | y_i = v) + jitter I,
         i.e. the directions along which side v's faces vary lambda times as much as the other
@@ -390,7 +390,7 @@ class CCVAE(
         eye = torch.eye(S, dtype=torch.float64)
         ratios = []
         for i in range(L):
-            sides = [z_s[y[:, i] <= 0.5], z_s[y[:, i] > 0.5]]
+            sides = [z_s[(y[:, i] >= 0) & (y[:, i] <= 0.5)], z_s[y[:, i] > 0.5]]  # y_i = -1 (unknown): neither
             ratios.append([[], []])
             if min(len(t) for t in sides) <= S:
                 continue

@@ -1,4 +1,5 @@
-"""The CCVAE objective: the supervised bound (paper Eq. 1) and the unsupervised ELBO.
+"""The CCVAE objective: the supervised bound (paper Eq. 1), the unsupervised ELBO, and both at
+once for partly labelled rows.
 
 Both return an `Objective`: the per-example bound, the scalar loss whose gradient training
 follows, named terms for logging, and the pieces a training loop may build on (the posterior,
@@ -18,6 +19,19 @@ Unsupervised (x only): the ELBO with y marginalised exactly. q(y|z_c), p(z_c|y) 
 over labels, so E_q(y|z_c)[.] is a sum over y_i in {0, 1} for each label: 2L terms, not 2^L,
 and no sampled y (the official PyTorch code samples y with no score-function term, so its
 unlabelled data never trains the classifier; here the classifier gets exact gradients).
+
+Partly labelled (x, and y with unknown cells, y_i = -1): the known set K gets Eq. 1 and the
+unknown set U is marginalised per label exactly as in the unsupervised ELBO. Because every
+factor splits over labels, with w_K(z_c) = q(y_K|z_c) / q(y_K|x) and q(y_K|x) ~= (1/K') sum_k q(y_K|z_c^k):
+
+    L(x, y_K) = E_q(z|x)[ w_K(z_c) ( log p(x|z) + log p(z_s) - log q(z|x)
+                                      + sum_{i in K} (log p(z_i|y_i) - log q(y_i|z_i))
+                                      + sum_{i in U} sum_{v in {0,1}} q(y_i=v|z_i) (log p(z_i|y_i=v)
+                                                                  + log p(y_i=v) - log q(y_i=v|z_i)) ) ]
+                + log q(y_K|x) + log p(y_K).
+
+U empty: Eq. 1. K empty: w = 1, log q(y_K|x) = log p(y_K) = 0, the unsupervised ELBO. A training
+aid weighting log q(y|x) (alpha) then weights log q(y_K|x), the labels the row has.
 
 Which factors carry gradients (supervised term). Every factor does, through the
 reparameterised z and through the classifier. For the weight w, the gradient of E[w R]
@@ -82,6 +96,27 @@ def _log_standard_normal(z: torch.Tensor) -> torch.Tensor:
     return (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def _samples(q: DiagonalGaussian, C: int, k: int, generator, z):
+    """(z_c (K, B, C), z^1 (B, D), log q(z_c^k|x) (K, B), log q(z_s^1|x) (B,)): K samples of z_c and
+    one of z_s from q, or those of the given z (K, B, D)."""
+    loc_c, scale_c, loc_s, scale_s = q.loc[:, :C], q.scale[:, :C], q.loc[:, C:], q.scale[:, C:]
+    if z is None:
+        # Only z_c needs K samples (for q(y|x)); z_s is needed once, for z^1. At a
+        # reparameterised sample, log N(loc + scale * eps; loc, scale) = log N(eps; 0, 1) - log scale,
+        # with the same value and the same gradient as evaluating the density at z.
+        eps_c = torch.randn((k, *loc_c.shape), generator=generator, device=loc_c.device, dtype=loc_c.dtype)
+        eps_s = torch.randn(loc_s.shape, generator=generator, device=loc_s.device, dtype=loc_s.dtype)
+        z_c = loc_c + scale_c * eps_c  # (K, B, C)
+        z0 = torch.cat([z_c[0], loc_s + scale_s * eps_s], -1)  # (B, D), the sample the decoder sees
+        log_qzc = _log_standard_normal(eps_c) - scale_c.log().sum(-1)  # (K, B)
+        log_qzs = _log_standard_normal(eps_s) - scale_s.log().sum(-1)  # (B,)
+    else:
+        z_c, z0 = z[..., :C], z[0]  # (K, B, C), (B, D)
+        log_qzc = gaussian_log_prob(z_c, loc_c, scale_c).sum(-1)  # (K, B)
+        log_qzs = gaussian_log_prob(z0[:, C:], loc_s, scale_s).sum(-1)  # (B,)
+    return z_c, z0, log_qzc, log_qzs
+
+
 def supervised(
     model,
     x: torch.Tensor,
@@ -109,22 +144,9 @@ def supervised(
         raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]}, {L})")
     log_likelihood = log_likelihood or model.log_likelihood
     q = posterior if posterior is not None else model.encode(x)
-    loc_c, scale_c, loc_s, scale_s = q.loc[:, :C], q.scale[:, :C], q.loc[:, C:], q.scale[:, C:]
-    if z is None:
-        # Only z_c needs K samples (for q(y|x)); z_s is needed once, for z^1. At a
-        # reparameterised sample, log N(loc + scale * eps; loc, scale) = log N(eps; 0, 1) - log scale,
-        # with the same value and the same gradient as evaluating the density at z.
-        eps_c = torch.randn((k, *loc_c.shape), generator=generator, device=loc_c.device, dtype=loc_c.dtype)
-        eps_s = torch.randn(loc_s.shape, generator=generator, device=loc_s.device, dtype=loc_s.dtype)
-        z_c = loc_c + scale_c * eps_c  # (K, B, C)
-        z0 = torch.cat([z_c[0], loc_s + scale_s * eps_s], -1)  # (B, D), the sample the decoder sees
-        log_qzc = _log_standard_normal(eps_c) - scale_c.log().sum(-1)  # (K, B)
-        log_qzs = _log_standard_normal(eps_s) - scale_s.log().sum(-1)  # (B,)
-    else:
+    if z is not None:
         k = z.shape[0]
-        z_c, z0 = z[..., :C], z[0]  # (K, B, C), (B, D)
-        log_qzc = gaussian_log_prob(z_c, loc_c, scale_c).sum(-1)  # (K, B)
-        log_qzs = gaussian_log_prob(z0[:, C:], loc_s, scale_s).sum(-1)  # (B,)
+    z_c, z0, log_qzc, log_qzs = _samples(q, C, k, generator, z)
     log_px = log_likelihood(x, model.decode_logits(z0))  # (B,)
 
     log_qy_zc = log_classifier(model, z_c, y)  # (K, B)
@@ -200,3 +222,75 @@ def unsupervised(
             "likelihood_scale": model.likelihood_scale(),
         }
     return Objective(bound=bound, loss=-bound.mean(), posterior=q, z=z, terms=terms)
+
+
+def partially_supervised(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    k: int = 100,
+    generator: torch.Generator | None = None,
+    z: torch.Tensor | None = None,
+    posterior: DiagonalGaussian | None = None,
+    log_likelihood: LogLikelihood | None = None,
+) -> Objective:
+    """L(x, y_K) of the module docstring for a batch with unknown labels. x: (B, C, H, W) in [0, 1];
+    y: (B, L) in {0, 1, -1 unknown}. A row with every label known gives `supervised`'s value, a row
+    with none `unsupervised`'s for the same z. The gradient follows `supervised`: the score part
+    of grad(w_K) uses the z_c-dependent terms R_c (the unknown labels' sums included) over all K
+    samples. log_qyx is log q(y_K|x), 0 for a row with no known label. Arguments as in `supervised`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    L, C = model.num_labels, model.characteristic_size
+    if y.shape != (x.shape[0], L):
+        raise ValueError(f"labels have shape {tuple(y.shape)}, expected ({x.shape[0]}, {L})")
+    known = y >= 0  # (B, L)
+    y = y.float().clamp_min(0)  # unknown cells become 0; every term they touch is masked below
+    log_likelihood = log_likelihood or model.log_likelihood
+    q = posterior if posterior is not None else model.encode(x)
+    if z is not None:
+        k = z.shape[0]
+    z_c, z0, log_qzc, log_qzs = _samples(q, C, k, generator, z)
+    log_px = log_likelihood(x, model.decode_logits(z0))  # (B,)
+
+    logits = model.classifier_logits(z_c)  # (K, B, L)
+    log_q = torch.stack([F.logsigmoid(-logits), F.logsigmoid(logits)], -2)  # (K, B, 2, L): log q(y_i = v | z_i)
+    loc, scale = model.prior_params()  # (2, C)
+    log_pz = model.sum_blocks(gaussian_log_prob(upcast(z_c).unsqueeze(-2), loc, scale))  # (K, B, 2, L)
+    pi = model.label_prior
+    log_py = torch.stack([torch.log1p(-pi), pi.log()])  # (2, L): log p(y_i = v)
+    v = y.long().unsqueeze(-2)  # (B, 1, L): the known value (0 where unknown)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:  # (..., 2, L) -> (..., L): the entry at v = y_i
+        return t.gather(-2, v.expand(*t.shape[:-2], 1, L)).squeeze(-2)
+
+    log_qy_zc = (pick(log_q) * known).sum(-1)  # (K, B): log q(y_K | z_c)
+    log_pzk = (pick(log_pz) * known).sum(-1)  # (K, B): sum_{i in K} log p(z_i | y_i)
+    log_pyk = (log_py.gather(0, v.squeeze(-2)) * known).sum(-1)  # (B,): log p(y_K)
+    marginal = (log_q.exp() * (log_pz + log_py - log_q)).sum(-2)  # (K, B, L): each label's enumerated term
+    log_unknown = (marginal * ~known).sum(-1)  # (K, B): sum over U
+
+    log_qyx = torch.logsumexp(log_qy_zc, 0) - math.log(k)  # (B,): log q(y_K | x)
+    log_w = log_qy_zc - log_qyx  # (K, B)
+    w = log_w.exp()
+    log_pzs = _log_standard_normal(z0[:, C:])  # (B,)
+    r_c = log_pzk - log_qzc - log_qy_zc + log_unknown  # (K, B): the part of the log-ratio that depends on z_c
+    r0 = log_px + r_c[0] + log_pzs - log_qzs  # (B,)
+    bound = w[0] * r0 + log_qyx + log_pyk  # (B,)
+    surrogate = bound - (w[0] - w[0].detach()) * r0.detach() + ((w - w.detach()) * r_c.detach()).mean(0)
+
+    with torch.no_grad():
+        pred = model.classifier_logits(q.loc[:, :C]) > 0
+        hits = ((pred == y.bool()) & known).float().sum()
+        terms = {
+            "bound": bound.mean(),
+            "reconstruction": -log_px.mean(),
+            "log_qyx": log_qyx.mean(),
+            "weight_mean": w[0].mean(),
+            "accuracy": hits / known.sum().clamp_min(1),
+            "known_labels": known.float().mean(),
+            "likelihood_scale": model.likelihood_scale(),
+        }
+    return Objective(bound=bound, loss=-surrogate.mean(), posterior=q, z=z0, log_qyx=log_qyx, terms=terms)

@@ -77,7 +77,7 @@ def command(cell: Cell, folder: Path, *, threads: int | None) -> list[str] | Non
         if (folder / "state").is_dir():
             return [sys.executable, "-m", "train", "--resume", "--out", str(folder), *thread_args]
         return [sys.executable, "-m", "train", "--recipe", RECIPE, *common, "--epochs", str(EPOCHS),
-                "--intervention-start", f"{INTERVENTION_FROM * EPOCHS:g}", "--no-figures", "--out", str(folder),
+                "--intervention-from", f"{INTERVENTION_FROM:g}", "--no-figures", "--out", str(folder),
                 *thread_args]
     if cell.method == "m2":
         return [sys.executable, "-m", "paper.m2", "--recipe", RECIPE, *common, "--epochs", str(EPOCHS),

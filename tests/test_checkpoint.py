@@ -1,5 +1,6 @@
 """save_pretrained -> from_pretrained is exact, and every kind of damage is named."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -67,10 +68,23 @@ def test_damaged_checkpoints_give_clear_errors(saved, damage, message):
 
 
 def test_not_a_model_folder(tmp_path):
-    with pytest.raises(CheckpointError, match="missing config.json, model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"holds no model: expected .*config.json \(a model folder\) or "
+                                              r".*model/config.json \(a training run\)"):
+        CCVAE.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="missing model.safetensors"):
         CCVAE.from_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="neither a model folder nor a Hugging Face Hub id"):
         CCVAE.from_pretrained(tmp_path / "nope" / "deeper")
+
+
+def test_a_training_run_folder_loads_its_model(saved, tmp_path):
+    model, path = saved
+    run = tmp_path / "run"
+    (run / "state").mkdir(parents=True)
+    shutil.copytree(path, run / "model")
+    loaded = CCVAE.from_pretrained(run)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
 
 
 def test_unreachable_hub_id_is_a_clear_error(tmp_path):

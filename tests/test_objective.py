@@ -192,3 +192,79 @@ def test_bad_arguments_are_named():
         objective.supervised(model, x, torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 16, 16\)"):
         objective.unsupervised(model, torch.rand(2, 3, 32, 32))
+
+
+# --- partly labelled rows ---------------------------------------------------------------------------
+
+def _partial_batch(d=1):
+    model = tiny_model(characteristic_dim=d, latent_dim=3 * d + 2).double()
+    model.set_label_prior([0.2, 0.5, 0.7])
+    with torch.no_grad():
+        model.prior_loc.add_(torch.randn_like(model.prior_loc) * 0.3)
+    x = torch.rand(6, 3, 16, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (6, 3)).double()
+    q = model.encode(x)
+    return model, x, y, q, q.sample(7)
+
+
+def _loss_and_grads(model, result):
+    model.zero_grad()
+    result.loss.backward(retain_graph=True)
+    return result.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_partial_with_every_label_known_is_eq1_in_value_loss_and_gradient(d):
+    model, x, y, q, z = _partial_batch(d)
+    full = objective.supervised(model, x, y, z=z, posterior=q)
+    part = objective.partially_supervised(model, x, y, z=z, posterior=q)
+    torch.testing.assert_close(part.bound, full.bound, rtol=1e-9, atol=1e-8)
+    torch.testing.assert_close(part.log_qyx, full.log_qyx, rtol=1e-9, atol=1e-8)
+    (a, ga), (b, gb) = _loss_and_grads(model, full), _loss_and_grads(model, part)
+    torch.testing.assert_close(a, b)
+    for g, h in zip(ga, gb):
+        torch.testing.assert_close(g, h, rtol=1e-7, atol=1e-8)
+
+
+def test_partial_with_no_label_known_is_the_unsupervised_elbo_for_the_same_z():
+    model, x, y, q, z = _partial_batch()
+    unknown = torch.full_like(y, -1)
+    part = objective.partially_supervised(model, x, unknown, z=z, posterior=q)
+    unsup = objective.unsupervised(model, x, z=z[0], posterior=q)
+    torch.testing.assert_close(part.bound, unsup.bound, rtol=1e-9, atol=1e-8)
+    torch.testing.assert_close(part.log_qyx, torch.zeros(6, dtype=torch.float64), atol=1e-12, rtol=0)
+    (a, ga), (b, gb) = _loss_and_grads(model, unsup), _loss_and_grads(model, part)
+    torch.testing.assert_close(a, b)
+    for g, h in zip(ga, gb):
+        torch.testing.assert_close(g, h, rtol=1e-7, atol=1e-8)
+
+
+def test_partial_rows_are_eq1_over_the_known_labels_with_the_unknown_summed_out():
+    """Brute force: the bound of a row knowing y_K is the w_K-weighted log-ratio with the
+    expectation over y_U written as a sum over every value of y_U (2^|U| terms, joint q and p)."""
+    model, x, y, q, z = _partial_batch()
+    y[:, 1] = -1
+    y[0, 2] = -1
+    y[1] = -1  # no label known
+    got = objective.partially_supervised(model, x, y, z=z, posterior=q).bound
+    K, B, L = z.shape[0], x.shape[0], model.num_labels
+    logits = model.classifier_logits(z[..., :L])  # (K, B, L)
+    log_px = _likelihood(model, x, model.decode_logits(z[0]))
+    log_qz = D.Independent(D.Normal(q.loc, q.scale), 1).log_prob(z[0])
+    pi = model.label_prior
+    for b in range(B):
+        kn = [i for i in range(L) if y[b, i] >= 0]
+        un = [i for i in range(L) if y[b, i] < 0]
+        log_q_k = sum((D.Bernoulli(logits=logits[:, b, i]).log_prob(y[b, i]) for i in kn), torch.zeros(K, dtype=torch.float64))
+        log_qyx = torch.logsumexp(log_q_k, 0) - math.log(K)
+        w = (log_q_k[0] - log_qyx).exp()
+        total = 0.0
+        for bits in itertools.product([0.0, 1.0], repeat=len(un)):
+            yy = y[b].clone()
+            yy[un] = torch.tensor(bits, dtype=torch.float64)
+            log_q_u = sum((D.Bernoulli(logits=logits[0, b, i]).log_prob(yy[i]) for i in un), torch.zeros((), dtype=torch.float64))
+            log_p_u = sum((D.Bernoulli(probs=pi[i]).log_prob(yy[i]) for i in un), torch.zeros((), dtype=torch.float64))
+            ratio = (log_px[b] + _log_p_z_given_y(model, z[0, b], yy) - log_q_k[0] - log_qz[b] + log_p_u - log_q_u)
+            total = total + log_q_u.exp() * ratio
+        log_p_k = sum((D.Bernoulli(probs=pi[i]).log_prob(y[b, i]) for i in kn), torch.zeros((), dtype=torch.float64))
+        torch.testing.assert_close(got[b], w * total + log_qyx + log_p_k, rtol=1e-9, atol=1e-7)

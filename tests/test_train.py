@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--limit", "120", "--batch-size", "40", "--k", "8", "--latent-dim", "20", "--set", "val_limit=40",
         "--fit-style-prior", "0"]
 RUN = ["--threads", "1", "--no-figures", "--no-eval"]  # run options, not settings
-GAMMA = ["--intervention-weight", "10", "--intervention-start", "0"]
+GAMMA = ["--intervention-weight", "10", "--intervention-from", "0"]
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,8 @@ def test_recipe_by_name_or_path_and_each_flag_or_set_overrides_one_setting(tmp_p
     (["--recipe", "imagenet"], "unknown recipe 'imagenet'; the bundled recipes are ['celeba', 'synthetic-faces']"),
     (["--recipe", "missing.json"], "recipe 'missing.json': no such file"),
     (["--epochs", "0"], "epochs must be at least 1, got 0"),
-    (["--intervention-start", "-1"], "intervention_start must be a finite number >= 0, got -1.0"),
+    (["--intervention-from", "1.5"], "intervention_from must be a fraction of the run in [0, 1], got 1.5"),
+    (["--set", "intervention_start=40"], "intervention_start was replaced by intervention_from, a fraction of the run"),
     (["--set", "intervention_focus=2"], "intervention_focus must be in [0, 1], got 2.0"),
     (["--set", 'intervention_precedence=["Bald", "Bald"]'],
      "intervention_precedence must be a list of distinct labels, got ['Bald', 'Bald']"),
@@ -151,8 +152,16 @@ def test_help_lists_at_most_30_options_and_every_setting_flag(capsys):
     assert exit_.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     options = [line.split()[0].rstrip(",") for line in lines if line.startswith("  -")]
-    assert 20 <= len(options) <= 30, options
-    assert {f"--{flag}" for flag in SETTING_FLAGS} | {"--recipe", "--set", "--out", "--resume"} <= set(options)
+    assert 20 <= len(options) <= 31, options
+    assert {f"--{flag}" for flag in SETTING_FLAGS} | {"--recipe", "--set", "--out", "--resume",
+                                                     "--list-settings"} <= set(options)
+    text = " ".join(" ".join(lines).split())
+    assert text.count("(default: ") >= len(SETTING_FLAGS)  # each setting says what it takes without a recipe
+    assert "(default: 0.8)" in text and "a number of faces (0: N(0, I)) (default: 10000)" in text
+    with pytest.raises(SystemExit) as exit_:
+        trainer.parse_args(["--list-settings"])  # the names --set takes, with no --out needed
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert exit_.value.code == 0 and listed == list(to_dict(TrainConfig()))
     assert not {"--max-minutes", "--oversample", "--lr-schedule", "--channels", "--val-limit"} & set(options)
 
 
@@ -168,7 +177,16 @@ def test_the_card_command_of_a_config_near_a_recipe_resolves_to_that_config():
         argv = shlex.split(command, comments=True)
         assert argv[:5] == ["python", "-m", "train", "--recipe", "celeba" if config.dataset == "celeba" else
                             "synthetic-faces"] and argv[-2:] == ["--out", "runs/NAME"], command
-        assert trainer.resolve_config(trainer.parse_args(argv[3:])) == config, command
+        # local paths are placeholders: the card never names the user's folders
+        assert "/data" not in command and trainer.resolve_config(trainer.parse_args(argv[3:])) == modelcard.public(config)
+    assert modelcard.public(config).root is None  # (the synthetic config has no path)
+    assert modelcard.public(override(load_recipe("celeba"), {"root": "/data/x"})).root == "CELEBA_DIR"
+    # the bundled model's card names its recipe; a run given no recipe names none
+    bundled = load_recipe(ROOT / "checkpoints" / "synthetic-faces" / CONFIG_NAME)
+    assert modelcard.command(bundled) == modelcard.command(bundled, "synthetic-faces") == (
+        "python -m train --recipe synthetic-faces --out runs/NAME")
+    assert f"\n{modelcard.command(bundled)}\n" in (ROOT / "checkpoints" / "synthetic-faces" / "README.md").read_text()
+    assert modelcard.command(override(TrainConfig(), {"epochs": 3}), None) == "python -m train --epochs 3 --out runs/NAME"
 
 
 # --- a run folder ----------------------------------------------------------------------------------
@@ -381,9 +399,9 @@ def test_cycled_batches_see_every_item_once_a_pass_and_depend_on_their_index_alo
         batches.cycled_batch(0, 4, 0, 0)
 
 
-def test_the_intervention_term_applies_from_its_start_epoch_with_exclusive_partners_cleared(tmp_path, monkeypatch):
+def test_the_intervention_term_applies_from_its_fraction_of_the_run_with_exclusive_partners_cleared(tmp_path, monkeypatch):
     edits = spy(monkeypatch, aids, "intervention_edits")
-    assert run(tmp_path / "late", "--epochs", "2", *GAMMA[:2], "--intervention-start", "1") == 0
+    assert run(tmp_path / "late", "--epochs", "2", *GAMMA[:2], "--intervention-from", "0.5") == 0
     log = log_of(tmp_path / "late")
     assert "sup_intervention_accuracy" not in log[0]  # epoch 1: Eq. 1 and alpha alone
     assert 0.0 <= log[1]["sup_intervention_accuracy"] <= 1.0  # epoch 2: the edits are trained
@@ -392,13 +410,30 @@ def test_the_intervention_term_applies_from_its_start_epoch_with_exclusive_partn
     for kw in edits:
         assert kw["focus"] is None  # intervention_focus 0: labels drawn uniformly
         assert torch.equal(kw["exclusive"].cpu(), model.exclusive)  # the app's edit: partners cleared
-    config = resolved("--intervention-weight", "10", "--intervention-start", "1.5")
+    config = resolved("--intervention-weight", "10", "--intervention-from", "0.75", "--epochs", "2")
     assert trainer.intervention_weight(config, 1.49) == 0 and trainer.intervention_weight(config, 1.5) == 10
+    # the recipes' last fifth is the last fifth of any run, however short
+    short = resolved("--recipe", "synthetic-faces", "--epochs", "5")
+    assert trainer.intervention_weight(short, 3.99) == 0 and trainer.intervention_weight(short, 4.0) == 300
+
+
+def test_an_old_run_with_intervention_start_resumes_as_a_fraction_and_an_old_recipe_is_refused(tmp_path, capsys):
+    assert run(tmp_path / "old", "--epochs", "1", *GAMMA) == 0
+    settings = saved_config(tmp_path / "old")
+    del settings["intervention_from"]
+    settings["intervention_start"] = 0.5  # of 1 epoch, as a run of before the change saved it
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(settings))
+    assert trainer.cli(["--resume", "--epochs", "2", *RUN, "--out", str(tmp_path / "old")]) == 0
+    assert saved_config(tmp_path / "old")["intervention_from"] == 0.5
+    (tmp_path / "old.json").write_text(json.dumps(settings))
+    assert trainer.cli(["--recipe", str(tmp_path / "old.json"), *RUN, "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "intervention_start was replaced by intervention_from, a fraction of the run in [0, 1]" in err, err
 
 
 def test_intervention_focus_from_set_steers_the_draw_by_the_miss_rates_and_resumes_with_them(tmp_path, monkeypatch):
     edits = spy(monkeypatch, aids, "intervention_edits")
-    focus = ["--intervention-weight", "10", "--intervention-start", "1", "--set", "intervention_focus=0.5"]
+    focus = ["--intervention-weight", "10", "--intervention-from", "0.5", "--set", "intervention_focus=0.5"]
     assert run(tmp_path / "focus", "--epochs", "2", *focus) == 0
     seen = [kw["focus"] for kw in edits]
     assert len(seen) == 3  # epoch 1: no term, nothing drawn
@@ -423,7 +458,7 @@ def test_intervention_precedence_from_a_recipe_lifts_the_exclusive_pairs_one_way
     edits = spy(monkeypatch, aids, "intervention_edits")
     monkeypatch.setattr(labels, "exclusive_pairs", lambda y, names: [["Bald", "Bangs"], ["Black_Hair", "Blond_Hair"]])
     recipe = tmp_path / "precedence.json"
-    recipe.write_text(json.dumps({"intervention_weight": 10.0, "intervention_start": 0.0,
+    recipe.write_text(json.dumps({"intervention_weight": 10.0, "intervention_from": 0.0,
                                   "intervention_precedence": ["Bald"]}))
     assert trainer.cli(["--recipe", str(recipe), *TINY, *RUN, "--epochs", "1", "--out", str(tmp_path / "first")]) == 0
     model = CCVAE.from_pretrained(tmp_path / "first" / "model")

@@ -110,6 +110,14 @@ def with_precedence(exclusive: torch.Tensor, order: list[int]) -> torch.Tensor:
     return exclusive.bool() & ~wins.to(exclusive.device)
 
 
+def fill_unknown(model, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """y (B, L) with its unknown cells (-1) set to what the classifier reads from z (B, D): the
+    labels an intervention edit flips from. Fully known rows are returned as they are."""
+    with torch.no_grad():
+        read = (model.classifier_logits(z[:, :model.characteristic_size]) > 0).to(y.dtype)
+    return torch.where(y >= 0, y, read)
+
+
 def intervention_edits(model, z: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None,
                        exclusive: torch.Tensor | None = None, focus: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ccvae import CCVAE, editing
+from ccvae import CCVAE, editing, hub
 
 from . import batches
 
@@ -86,17 +86,20 @@ def describe_kinds(fit: dict) -> str:
             f"{listed or 'none'}")
 
 
-def fit_after_training(model: CCVAE, config, train_set, labelled) -> None:
+def fit_after_training(model: CCVAE, config, train_set, labelled) -> int:
     """What the trainer does once training is over (config.fit_style_prior faces, config.seed):
-    fit the style prior to the training faces and the kinds to the labelled ones; prints both."""
+    fit the style prior to the training faces and the kinds to the labelled ones; prints both.
+    Returns the number of faces the style prior was fitted on (fewer than asked on a small set)."""
     import sys
 
-    print(describe(fit_style_prior(model, train_set.images, n=config.fit_style_prior, seed=config.seed)), file=sys.stderr)
+    fit = fit_style_prior(model, train_set.images, n=config.fit_style_prior, seed=config.seed)
+    print(describe(fit), file=sys.stderr)
     if len(labelled) <= model.style_dim:
         print(f"kind directions not fitted: {len(labelled)} labelled faces, {model.style_dim} style latents", file=sys.stderr)
     else:
         print(describe_kinds(fit_kinds(model, labelled.images, labelled.labels, n=config.fit_style_prior, seed=config.seed)),
               file=sys.stderr)
+    return fit["faces"]
 
 
 def main(argv=None) -> int:
@@ -110,11 +113,13 @@ def main(argv=None) -> int:
     from .trainer import load_data
 
     parser = argparse.ArgumentParser(prog="python -m train.fit_prior", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", type=Path, help="a checkpoint folder holding config.json, model.safetensors and train_config.json")
+    parser.add_argument("model", type=Path, help="a run folder, or its model/ folder (config.json, model.safetensors, "
+                                                 "train_config.json)")
     args = parser.parse_args(argv)
     try:
+        args.model = hub.model_dir(args.model)  # a run folder gives its model/
         settings = json.loads((args.model / "train_config.json").read_text())
-        config = from_dict(settings, str(args.model / "train_config.json"))
+        config = from_dict(settings, str(args.model / "train_config.json"), saved_run=True)
         if not config.fit_style_prior:
             raise ValueError(f"{args.model / 'train_config.json'} sets fit_style_prior to 0: nothing to fit")
         model = CCVAE.from_pretrained(args.model)

@@ -39,21 +39,45 @@ def replace_evaluation(card: str, body: str) -> str:
     return re.sub(re.escape(head) + r".*?(?=\n## |\Z)", lambda _: head + body + "\n", card, count=1, flags=re.S)
 
 
-def command(config: TrainConfig) -> str:
-    """The one command that trains `config` from scratch: `--recipe NAME` with an override for each
-    setting that differs from the nearest bundled recipe, or, when none is near, the settings file
-    that the model folder carries."""
+NEAREST = "nearest"  # command(): the recipe a run came from is unknown: name the nearest bundled one
+MAX_OVERRIDES = 8  # beyond this many overrides the card names the settings file instead
+PLACEHOLDERS = {"root": {"celeba": "CELEBA_DIR", "folder": "IMAGES_DIR"}, "labels_csv": {"folder": "LABELS.csv"}}
+
+
+def public(config: TrainConfig) -> TrainConfig:
+    """config with its local paths (root, labels_csv) replaced by placeholders (PLACEHOLDERS), as
+    a card or an upload shows them: the user's folders stay on their machine."""
+    from .config import override
+
     values = to_dict(config)
+    return override(config, {k: PLACEHOLDERS[k].get(config.dataset, k.upper()) for k in PLACEHOLDERS
+                             if values[k] is not None})
+
+
+def command(config: TrainConfig, recipe: str | None = NEAREST) -> str:
+    """The one command that trains `config` from scratch, local paths as placeholders (`public`).
+
+    recipe: the --recipe the run was given: a bundled name (`--recipe NAME` and an override per
+    setting that differs from it), None (no --recipe: overrides of the defaults), a file of the
+    user's (the settings file the model folder carries), or NEAREST when unknown (the nearest
+    bundled recipe). Too many overrides also give the settings file."""
+    values = to_dict(public(config))
+    bundled = {p.stem: to_dict(load_recipe(p)) for p in sorted(RECIPES.glob("*.json"))}
+    if recipe == NEAREST:
+        bases = list(bundled.items())
+    elif recipe is None:
+        bases = [(None, to_dict(TrainConfig()))]
+    else:
+        bases = [(recipe, bundled[recipe])] if recipe in bundled else []
     best = None
-    for path in sorted(RECIPES.glob("*.json")):
-        recipe = to_dict(load_recipe(path))
-        changed = {k: v for k, v in values.items() if recipe[k] != v}
+    for name, base in bases:
+        changed = {k: v for k, v in values.items() if base[k] != v}
         if best is None or len(changed) < len(best[1]):
-            best = (path.stem, changed)
-    if best is None or len(best[1]) > 4:
+            best = (name, changed)
+    if best is None or len({k for k in best[1] if k not in PLACEHOLDERS}) > MAX_OVERRIDES:
         return f"python -m train --recipe {CONFIG_NAME} --out runs/NAME   # {CONFIG_NAME}: beside this card"
     flags = {flag_dest(flag): flag for flag in SETTING_FLAGS}
-    parts = [f"python -m train --recipe {best[0]}"]
+    parts = ["python -m train"] + ([f"--recipe {best[0]}"] if best[0] else [])
     for name, value in best[1].items():  # quoted for a POSIX shell (a --root with a space stays one word)
         if name in flags and value is not None:
             parts.append(f"--{flags[name]} " + " ".join(shlex.quote(str(v)) for v in
@@ -73,16 +97,34 @@ def kinds(model) -> str:
             f"as the others (with / without the label): {', '.join(listed) or 'none found'}")
 
 
-def write(directory: Path, *, model, config: TrainConfig, counters: dict, metrics: dict | None) -> None:
+def describe_data(config: TrainConfig, data: dict | None) -> tuple[str, str]:
+    """(the labelled fraction for the title, the card's line on the training images): counted
+    from the data when the trainer gives its counts (train.data.labels.label_counts), else f."""
+    if not data:
+        return f"f = {config.sup_frac}", f"labelled fraction f = {config.sup_frac}"
+    frac = round(data["labelled_cells"], 3)
+    return (f"f = {frac}",
+            f"labelled fraction f = {frac} (the share of the training images' label cells known; setting sup_frac "
+            f"{config.sup_frac}); training images: {data['images']}, of them {data['labelled']} labelled, "
+            f"{data['partly_labelled']} partly labelled, {data['unlabelled']} unlabelled; {data['unreadable']} "
+            "unreadable (skipped)")
+
+
+def write(directory: Path, *, model, config: TrainConfig, counters: dict, metrics: dict | None,
+          data: dict | None = None) -> None:
+    """The model card. counters: the trainer's (epoch, step, seconds, recipe, style_prior_faces);
+    data: the training split's counts (`describe_data`), None when unknown."""
     minutes = counters.get("seconds", 0) / 60
-    style = (f"a full-covariance Gaussian fitted to the aggregate posterior q(z_s) of {config.fit_style_prior} "
+    faces = counters.get("style_prior_faces", config.fit_style_prior)
+    style = (f"a full-covariance Gaussian fitted to the aggregate posterior q(z_s) of {faces} "
              "training faces" if model.config["fitted_style_prior"] else "N(0, I)")
+    title_frac, data_line = describe_data(config, data)
     card = f"""---
 library_name: ccvae
 license: mit
 tags: [ccvae, vae, disentanglement, image-editing]
 ---
-# CCVAE: {config.dataset} ({model.num_labels} labels, f = {config.sup_frac})
+# CCVAE: {config.dataset} ({model.num_labels} labels, {title_frac})
 
 A characteristic-capturing VAE (Joy et al., *Capturing Label Characteristics in VAEs*, ICLR 2021)
 trained with [ccvae](https://github.com/thwjoy/ccvae). Load it with
@@ -92,7 +134,7 @@ from ccvae import CCVAE
 model = CCVAE.from_pretrained("path/or/hub-id")
 ```
 
-- dataset: `{config.dataset}`, {config.image_size}x{config.image_size}, labelled fraction f = {config.sup_frac}
+- dataset: `{config.dataset}`, {config.image_size}x{config.image_size}, {data_line}
 - labels (one characteristic latent each, in this order): {", ".join(f"`{n}`" for n in model.label_names)}
 - latents: {model.latent_dim} ({model.num_labels} characteristic of {model.characteristic_dim} each + {model.style_dim} style);
   likelihood {model.config["likelihood"]}, scale {model.likelihood_scale().item():.4g} (learned)
@@ -104,7 +146,7 @@ model = CCVAE.from_pretrained("path/or/hub-id")
 Trained from scratch by one command (every setting is in `{CONFIG_NAME}` beside this card):
 
 ```
-{command(config)}
+{command(config, counters.get("recipe", NEAREST))}
 ```
 
 {EVALUATION_HEAD}

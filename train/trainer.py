@@ -6,7 +6,11 @@ One epoch is one pass over the unlabelled images, and every step takes a labelle
 the unlabelled one, cycling the labelled set, so the labelled terms weigh the same at every
 labelled fraction f (with no unlabelled images: one pass over the labelled ones). The labelled
 batch contributes Eq. 1 (ccvae.objective.supervised) and the recipe's training aids (train.aids),
-the unlabelled one the ELBO with labels marginalised (ccvae.objective.unsupervised). After every epoch: a JSONL log line, figures
+the unlabelled one the ELBO with labels marginalised (ccvae.objective.unsupervised). Partly
+labelled rows (unknown cells, as a folder's CSV leaves them) join the labelled stream and take
+ccvae.objective.partially_supervised: Eq. 1 over their known labels, the others enumerated.
+Every epoch-based setting is a fraction of the run (intervention_from), so a short run keeps
+every term it asks for. After every epoch: a JSONL log line, figures
 drawn with ccvae.editing, the model folder (Hub layout) and the full training state, both
 replaced atomically. Works unchanged under torchrun: every rank takes a slice of each batch and
 gradients are averaged.
@@ -30,12 +34,14 @@ from tqdm import tqdm
 from ccvae import CCVAE, default_device, objective
 
 from . import aids, batches, figures, modelcard
-from .config import CONFIG_NAME, SETTING_FLAGS, TrainConfig, flag_dest, load_recipe, override, parse_setting, save
+from .config import (CONFIG_NAME, SETTING_FLAGS, TrainConfig, flag_dest, flag_help, label_list, load_recipe, override,
+                     parse_setting, save)
 from .state import load_state, replace_dir, save_state
 
 EDIT_DECAY = 0.99  # per labelled step: the intervention term's edit counts forget with a ~100-step window
 INTERVENTION_BATCH = 16  # rows of each labelled batch that get an edit when the intervention term is on
 MIN_LR_RATIO = 0.05  # the cosine schedule ends at this fraction of the peak rate
+MAJORITY_MARGIN = 0.005  # validation accuracy within this of the majority guess is "at" it
 
 
 
@@ -54,10 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                     "recipe .json (default: the defaults of train.config.TrainConfig)")
     s = p.add_argument_group("settings (each overrides the recipe's)")
     for flag, spec in SETTING_FLAGS.items():
-        s.add_argument(f"--{flag}", default=argparse.SUPPRESS, **spec)
+        s.add_argument(f"--{flag}", default=argparse.SUPPRESS, **{**spec, "help": flag_help(flag)})
     s.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="settings",
                    help="override any other setting of train.config.TrainConfig (VALUE as JSON), e.g. "
-                        "--set residual_emphasis=0.5; may repeat")
+                        "--set residual_emphasis=0.5; may repeat; --list-settings names them all")
     r = p.add_argument_group("run")
     r.add_argument("--out", type=Path, required=True, help="run folder: model/, state/, log.jsonl, figures/")
     r.add_argument("--resume", action="store_true",
@@ -68,12 +74,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     r.add_argument("--no-figures", action="store_true", help="skip the per-epoch figures")
     r.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
+    r.add_argument("--list-settings", action=ListSettings, help="list every setting with its default and exit")
     return p.parse_args(argv)
+
+
+class ListSettings(argparse.Action):
+    """--list-settings: every setting --set takes, with its default and meaning, then exit."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .config import describe_settings
+
+        print(describe_settings())
+        parser.exit()
 
 
 def overrides(args: argparse.Namespace) -> dict:
     """The settings the command line sets: its setting flags, then its --set pairs."""
     given = {flag_dest(flag): getattr(args, flag_dest(flag)) for flag in SETTING_FLAGS if hasattr(args, flag_dest(flag))}
+    if "label_names" in given:
+        given["label_names"] = label_list(given["label_names"])
     for text in args.settings:
         name, value = parse_setting(text)
         given[name] = value
@@ -90,7 +112,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         saved = args.out / CONFIG_NAME
         if not saved.is_file():
             raise FileNotFoundError(f"--resume: {args.out} holds no {CONFIG_NAME}; not a run of python -m train")
-        base = load_recipe(saved)
+        base = load_recipe(saved, saved_run=True)
     else:
         base = load_recipe(args.recipe) if args.recipe else TrainConfig()
     return override(base, overrides(args))
@@ -134,8 +156,8 @@ def lr_at(config: TrainConfig, epoch: float) -> float:
 
 
 def intervention_weight(config: TrainConfig, epoch: float) -> float:
-    """gamma at a (fractional) epoch: 0 before intervention_start, intervention_weight from it on."""
-    return config.intervention_weight if epoch >= config.intervention_start else 0.0
+    """gamma at a (fractional) epoch: 0 before intervention_from of the run, intervention_weight from there."""
+    return config.intervention_weight if epoch >= config.intervention_from * config.epochs else 0.0
 
 
 def load_data(config: TrainConfig, split: str, limit: int | None):
@@ -165,7 +187,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
     from .data import framing, semi_supervised
-    from .data.labels import exclusive_pairs
+    from .data.labels import exclusive_pairs, label_counts
 
     train_set = load_data(config, "train", config.limit)
     labelled, unlabelled = semi_supervised(train_set, config.sup_frac, seed=config.seed)
@@ -191,13 +213,19 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     if config.fit_style_prior and model.style_dim == 0:
         raise ValueError(f"fit_style_prior needs style latents, but latent_dim {config.latent_dim} leaves none after "
                          f"{model.num_labels} characteristic latents of {model.characteristic_dim}")
-    if len(labelled):
-        model.set_label_prior(torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).mean(0))
+    if len(labelled):  # p(y_i = 1): the frequency among the rows that know label i
+        y_known = np.asarray(labelled.labels)
+        if (y_known >= 0).all():
+            model.set_label_prior(torch.from_numpy(y_known.astype(np.float32)).mean(0))
+        else:
+            known = (y_known >= 0).sum(0)
+            model.set_label_prior(torch.from_numpy(np.where(known > 0, (y_known == 1).sum(0) / np.maximum(known, 1),
+                                                            0.5).astype(np.float32)))
     model.to(device).to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolve fastest
     optimizer = make_optimizer(model, config.lr)
     generator = torch.Generator(device=device).manual_seed(config.seed * 7919 + rank)
 
-    counters = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0}
+    counters = {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0, "recipe": args.recipe}
     if args.resume:
         counters = load_state(out / "state", model=model, optimizer=optimizer, generator=generator)["counters"]
     # per label, the edits the intervention term drew and their misses, decayed by EDIT_DECAY a step
@@ -209,6 +237,10 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
 
     lab_images = batches.resident(labelled.images, device)
     lab_labels = torch.from_numpy(np.asarray(labelled.labels, dtype=np.float32)).to(lab_images.device) if len(labelled) else None
+    # rows with unknown cells (a folder's partly labelled rows): Eq. 1 over the known labels, the
+    # others enumerated (objective.partially_supervised); fully labelled data keeps objective.supervised
+    is_partial = len(labelled) > 0 and bool((np.asarray(labelled.labels) < 0).any())
+    majority = majority_accuracy(labelled.labels, val_set.labels) if len(labelled) and val_set is not None else None
     # an intervention edit adding a label clears the labels exclusive with it first, as the app
     # edits; intervention_precedence lets listed labels win over their partners instead
     order = [model.label_index(name) for name in config.intervention_precedence]
@@ -226,23 +258,34 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
     faces = batches.to_float(batches.load(shown.images[:8])).to(device)  # for figures
 
+    data_counts = {**label_counts(labelled.labels, len(labelled)), "unreadable": len(train_set.skipped),
+                   "images": len(train_set)}
+    data_counts["unlabelled"] += len(unlabelled)
+    data_counts["labelled_cells"] = (float((np.asarray(labelled.labels) >= 0).sum()) / (len(train_set) * len(label_names))
+                                     if len(labelled) and len(train_set) else 0.0)
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         save(config, out / CONFIG_NAME)
-        print(f"training on {device} x{world}: {len(labelled)} labelled + {len(unlabelled)} unlabelled images, "
-              f"labels {label_names}, {steps} steps/epoch"
+        print(f"training images ({config.dataset}, train split): {data_counts['labelled']} labelled, "
+              f"{data_counts['partly_labelled']} partly labelled, {data_counts['unlabelled']} unlabelled, "
+              f"{data_counts['unreadable']} unreadable (skipped{skipped_names(train_set.skipped)}); "
+              f"{data_counts['labelled_cells']:.1%} of the label "
+              f"cells known" + (f"; {len(val_set)} validation images" if val_set is not None else ""), file=sys.stderr)
+        print(f"training on {device} x{world}: labels {label_names}, {steps} steps/epoch"
               + (" (a labelled and an unlabelled batch each)" if is_semi else ""), file=sys.stderr)
 
     def labelled_step(x: torch.Tensor, y: torch.Tensor, position: float) -> objective.Objective:
         """Eq. 1 plus the recipe's training aids (train/aids.py) on one labelled batch."""
-        result = objective.supervised(model, x, y, k=config.k, generator=generator, log_likelihood=log_likelihood)
+        bound = objective.partially_supervised if is_partial else objective.supervised
+        result = bound(model, x, y, k=config.k, generator=generator, log_likelihood=log_likelihood)
         if config.classification_weight:
             result.loss = result.loss - config.classification_weight * result.log_qyx.mean()
         gamma = intervention_weight(config, position)
         if gamma:
             focus = aids.edit_focus(edit_stats, config.intervention_focus) if config.intervention_focus else None
             b = INTERVENTION_BATCH
-            value, label = aids.intervention_edits(model, result.z[:b], y[:b], generator=generator,
+            y_edit = aids.fill_unknown(model, result.z[:b], y[:b])  # an unknown label: as the classifier reads it
+            value, label = aids.intervention_edits(model, result.z[:b], y_edit, generator=generator,
                                                    exclusive=exclusive, focus=focus)
             result.loss = result.loss - gamma * value.mean()
             miss = 1 - value.detach().float().exp()  # (b,): 1 - q(y_i = v | z'_i)
@@ -259,6 +302,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
                        counters=counters, args=to_strings(config, args))
 
     interrupted = {"flag": False}
+    was_at_majority = False  # the note that validation sits at the majority guess: once, then every 10th epoch
 
     def on_sigint(signum, frame):
         interrupted["flag"] = True
@@ -339,14 +383,22 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
             if is_main:
                 if val_set is not None and len(val_set):
                     record.update(validate(model, val_set))
+                    if majority is not None:
+                        record["val_majority_accuracy"] = majority
                 with open(out / "log.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                                if k in ("epoch", "seconds", "sup_loss", "unsup_loss", "sup_accuracy", "val_accuracy",
                                         "val_psnr", "sup_likelihood_scale")), file=sys.stderr)
+                at_majority = majority is not None and record["val_accuracy"] <= majority + MAJORITY_MARGIN
+                if at_majority and (counters["epoch"] == 1 or not was_at_majority or counters["epoch"] % 10 == 0):
+                    print(f"note: validation accuracy {record['val_accuracy']:.3f} is at the majority guess "
+                          f"({majority:.3f}, every label at its commoner value): the classifier has not read the "
+                          "labels yet; with few images give more epochs (README, Training)", file=sys.stderr)
+                was_at_majority = at_majority
                 if not args.no_figures:
                     figures.epoch_figures(model, faces, out / "figures", counters["epoch"])
-                write_model(model, out, config, counters, faces, metrics=None)
+                write_model(model, out, config, counters, faces, metrics=None, data=data_counts)
                 checkpoint()
     except TrainingStopped as e:
         print(f"error: {e}", file=sys.stderr)
@@ -360,7 +412,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
         if config.fit_style_prior:
             from .fit_prior import fit_after_training
 
-            fit_after_training(model, config, train_set, labelled)
+            counters["style_prior_faces"] = fit_after_training(model, config, train_set, labelled)
         metrics = None
         if not args.no_eval:
             from . import evaluate
@@ -369,11 +421,43 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
                                         image_size=config.image_size, limit=config.eval_limit)
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(evaluate.format_table(metrics), file=sys.stderr)
-        write_model(model, out, config, counters, faces, metrics=metrics)
+            if evaluate.noise_note(metrics):
+                print(evaluate.noise_note(metrics), file=sys.stderr)
+        write_model(model, out, config, counters, faces, metrics=metrics, data=data_counts)
+        print(next_steps(out, config), file=sys.stderr)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def skipped_names(skipped: list[tuple[str, str]], shown: int = 5) -> str:
+    """': a.png, b.jpg ...' naming the first skipped files, '' when none was skipped."""
+    if not skipped:
+        return ""
+    return ": " + ", ".join(f for f, _ in skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+
+
+def majority_accuracy(train_labels: np.ndarray, val_labels: np.ndarray | None) -> float | None:
+    """The validation accuracy of guessing every label's commoner training value, averaged over
+    labels as val_accuracy is (cells -1 = unknown left out); None without validation labels."""
+    if val_labels is None or not len(val_labels):
+        return None
+    y, v = np.asarray(train_labels), np.asarray(val_labels)
+    if not (v >= 0).any():
+        return None
+    guess = (y == 1).sum(0) > (y == 0).sum(0)  # (L,)
+    known = (v >= 0).sum(0)
+    hits = ((v == guess.astype(v.dtype)) & (v >= 0)).sum(0)
+    return float((hits / np.maximum(known, 1)).mean())
+
+
+def next_steps(out: Path, config: TrainConfig) -> str:
+    """Where the model went and the commands that evaluate, open and publish it."""
+    return (f"the model is in {out / 'model'} (give the run folder {out} wherever a model is asked for). Next:\n"
+            f"  python -m train.evaluate {out}\n"
+            f"  python app.py --checkpoint {out}\n"
+            f"  python -m train.publish {out} --repo-id USER/NAME --dry-run DIR   # lists what would be uploaded")
 
 
 def heldout_error(model: CCVAE, config: TrainConfig, val_set) -> None:
@@ -418,7 +502,7 @@ def validate(model: CCVAE, data, batch_size: int = 500) -> dict[str, float]:
 
 
 def write_model(model: CCVAE, out: Path, config: TrainConfig, counters: dict, faces: torch.Tensor,
-                metrics: dict | None) -> None:
+                metrics: dict | None, data: dict | None = None) -> None:
     """The run's model folder in the Hub layout, with its settings, model card, a traversal figure
     and, once evaluated, its metrics."""
     def write(tmp: Path) -> None:
@@ -427,15 +511,23 @@ def write_model(model: CCVAE, out: Path, config: TrainConfig, counters: dict, fa
         hub.save(model, tmp)
         save(config, tmp / CONFIG_NAME)
         figures.traversal_figure(model, faces[:2]).save(tmp / "traversal.png")
-        modelcard.write(tmp, model=model, config=config, counters=counters, metrics=metrics)
+        modelcard.write(tmp, model=model, config=config, counters=counters, metrics=metrics, data=data)
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     replace_dir(out / "model", write)
 
 
+def one_line_warnings() -> None:
+    """Show warnings (an image skipped, no face found) as one line each, without the source line."""
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+
+
 def cli(argv=None) -> int:
     args = parse_args(argv)
+    one_line_warnings()
     try:
         return main(resolve_config(args), args)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:

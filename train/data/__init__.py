@@ -69,12 +69,13 @@ def load_dataset(name: str, split: str = "train", *, root=None, labels_csv=None,
         return ds if label_names is None else ds.select_labels(list(label_names))
     if name == "celeba":
         if root is None:
-            raise DatasetError("celeba needs root=, the folder holding img_align_celeba/ and the list_*.txt files")
+            raise DatasetError("celeba needs --root (root=), the folder holding img_align_celeba/ and the list_*.txt files")
         return load_celeba(root, split, label_names=label_names, image_size=image_size, center_crop=center_crop,
                            limit=limit, cache_dir=cache_dir, progress=progress)
     if name == "folder":
         if root is None or labels_csv is None:
-            raise DatasetError("folder needs root= (the images) and labels_csv= (file,<label>,... with 0/1/empty)")
+            raise DatasetError("a folder dataset needs its images (--root DIR, root=) and its CSV of labels "
+                               "(--labels FILE.csv, labels_csv=; file,<label>,... with 0/1/empty)")
         return load_folder(root, labels_csv, split, label_names=label_names, image_size=image_size, limit=limit,
                            cache_dir=cache_dir, progress=progress, align=framing(name, align=align))
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ALIGN_CHOICES, DATASET_NAMES, load_dataset
+from .labels import label_list
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         s.add_argument("dataset", choices=DATASET_NAMES)
         s.add_argument("--root", default=None, help="celeba: the CelebA folder; folder: the image folder")
         s.add_argument("--labels", default=None, help="folder: the CSV of labels")
-        s.add_argument("--label-names", default=None, help="comma-separated labels to use (default: all / the paper's 18)")
+        s.add_argument("--label-names", nargs="+", default=None,
+                       help="labels to use, e.g. Smiling,Eyeglasses (commas or spaces, as python -m train takes them; "
+                            "default: all / the paper's 18)")
         s.add_argument("--split", default=None, help="train / val / test (folder: also all); default train (folder: all)")
         s.add_argument("--image-size", type=int, default=64)
         s.add_argument("--seed", type=int, default=0)
@@ -50,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _load(args, limit):
     split = args.split or ("all" if args.dataset == "folder" else "train")
-    names = args.label_names.split(",") if args.label_names else None
+    names = label_list(args.label_names)
     kwargs = dict(root=args.root, labels_csv=args.labels, center_crop=args.center_crop) if args.dataset != "synthetic" else {}
     if args.align is not None:
         kwargs["align"] = args.align

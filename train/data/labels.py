@@ -34,3 +34,22 @@ def exclusive_pairs(labels: np.ndarray, label_names, *, min_expected: float = 10
     never = never_together(y) & (expected >= min_expected)
     L = y.shape[1]
     return [[label_names[i], label_names[j]] for i in range(L) for j in range(i + 1, L) if never[i, j]]
+
+
+def label_counts(labels: np.ndarray | None, n: int | None = None) -> dict[str, float]:
+    """How much of a label table (N, L) in {0, 1, -1 unknown} is known: rows fully labelled,
+    partly labelled and unlabelled, and the fraction of known cells (labels None: n unlabelled rows)."""
+    if labels is None:
+        return {"labelled": 0, "partly_labelled": 0, "unlabelled": int(n or 0), "labelled_cells": 0.0}
+    known = np.asarray(labels) >= 0
+    full, some = known.all(1), known.any(1)
+    return {"labelled": int(full.sum()), "partly_labelled": int((some & ~full).sum()),
+            "unlabelled": int((~some).sum()), "labelled_cells": float(known.mean()) if known.size else 0.0}
+
+
+def label_list(values) -> list[str] | None:
+    """Label names as any command takes them: "A,B", "A B" or ["A", "B,C"] -> ["A", "B", "C"]."""
+    if values is None:
+        return None
+    words = [values] if isinstance(values, str) else list(values)
+    return [name for word in words for name in word.replace(",", " ").split()]
