@@ -119,7 +119,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def png(data_url: str) -> Image.Image:
+def png(data_url: str | dict) -> Image.Image:
+    """A PNG data URL as an image; the edited face comes as an update carrying its start face too."""
+    if isinstance(data_url, dict):
+        data_url = data_url["value"]
     header, _, data = data_url.partition(",")
     assert header == "data:image/png;base64", data_url[:40]
     return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")

@@ -181,10 +181,11 @@ def test_the_card_command_of_a_config_near_a_recipe_resolves_to_that_config():
         assert "/data" not in command and trainer.resolve_config(trainer.parse_args(argv[3:])) == modelcard.public(config)
     assert modelcard.public(config).root is None  # (the synthetic config has no path)
     assert modelcard.public(override(load_recipe("celeba"), {"root": "/data/x"})).root == "CELEBA_DIR"
-    # the bundled model's card names its recipe; a run given no recipe names none
+    # the bundled model's card names its recipe (and the alpha it was trained with before the recipe's
+    # became 3000); a run given no recipe names none
     bundled = load_recipe(ROOT / "checkpoints" / "synthetic-faces" / CONFIG_NAME)
     assert modelcard.command(bundled) == modelcard.command(bundled, "synthetic-faces") == (
-        "python -m train --recipe synthetic-faces --out runs/NAME")
+        "python -m train --recipe synthetic-faces --classification-weight 300.0 --out runs/NAME")
     assert f"\n{modelcard.command(bundled)}\n" in (ROOT / "checkpoints" / "synthetic-faces" / "README.md").read_text()
     assert modelcard.command(override(TrainConfig(), {"epochs": 3}), None) == "python -m train --epochs 3 --out runs/NAME"
 
