@@ -21,6 +21,7 @@ import torch
 from ccvae import CCVAE, CheckpointError, default_device, editing
 
 from . import batches
+from .console import one_line_warnings
 
 from .groundtruth import DEFAULT_ORACLE
 
@@ -169,7 +170,6 @@ def data_arguments(args: argparse.Namespace) -> tuple[str, object, object]:
 def main(args: argparse.Namespace) -> int:
     from ccvae.hub import model_dir
 
-    from .trainer import one_line_warnings
 
     one_line_warnings()
     is_local = Path(args.checkpoint).expanduser().is_dir()

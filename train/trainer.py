@@ -34,6 +34,7 @@ from tqdm import tqdm
 from ccvae import CCVAE, default_device, objective
 
 from . import aids, batches, figures, modelcard
+from .console import one_line_warnings
 from .config import (CONFIG_NAME, SETTING_FLAGS, TrainConfig, flag_dest, flag_help, label_list, load_recipe, override,
                      parse_setting, save)
 from .state import load_state, replace_dir, save_state
@@ -516,13 +517,6 @@ def write_model(model: CCVAE, out: Path, config: TrainConfig, counters: dict, fa
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     replace_dir(out / "model", write)
-
-
-def one_line_warnings() -> None:
-    """Show warnings (an image skipped, no face found) as one line each, without the source line."""
-    import warnings
-
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
 def cli(argv=None) -> int:
