@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -81,8 +80,8 @@ def labels_tensor(labels: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def steps_per_epoch(config: TrainConfig, labelled, unlabelled) -> int:
-    """The trainer's steps in an epoch: a pass over the unlabelled images (the labelled ones when none)."""
-    return math.ceil(len(unlabelled if len(unlabelled) else labelled) / config.batch_size)
+    """The trainer's steps in an epoch (train.batches.steps_per_epoch)."""
+    return batches.steps_per_epoch(len(labelled), len(unlabelled), config.batch_size)
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from train import batches
 
 RECIPE = "synthetic-faces"
 EPOCHS = 3  # the budget of every row: passes over the unlabelled images (over the labelled ones at f = 1)
@@ -64,8 +65,7 @@ def cells() -> list[Cell]:
 def steps_per_epoch(frac: float) -> int:
     """Optimizer steps of one epoch at f, as train/trainer.py counts them (semi_supervised's rounding)."""
     labelled = min(max(int(round(frac * TRAIN_IMAGES)), 1), TRAIN_IMAGES)
-    unlabelled = TRAIN_IMAGES - labelled
-    return math.ceil((unlabelled or labelled) / BATCH_SIZE)
+    return batches.steps_per_epoch(labelled, TRAIN_IMAGES - labelled, BATCH_SIZE)
 
 
 def command(cell: Cell, folder: Path, *, threads: int | None) -> list[str] | None:

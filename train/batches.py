@@ -5,6 +5,8 @@ when it fits, so a batch is an on-device gather; on the CPU it is read into memo
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -44,6 +46,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     resumed run sees the same order."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+def steps_per_epoch(num_labelled: int, num_unlabelled: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: a pass over the unlabelled images, each step with a labelled
+    batch beside its unlabelled one; with no unlabelled images, a pass over the labelled ones."""
+    return math.ceil((num_unlabelled or num_labelled) / batch_size)
 
 
 def cycled_batch(n: int, size: int, seed: int, t: int) -> torch.Tensor:

@@ -253,7 +253,7 @@ def main(config: TrainConfig, args: argparse.Namespace) -> int:
     # batch, cycling the labelled set (batches.cycled_batch), so the labelled terms get a batch a
     # step at every f. With no unlabelled images an epoch is one pass over the labelled ones.
     is_semi = len(labelled) > 0 and unl_images is not None
-    steps = math.ceil(len(unlabelled if unl_images is not None else labelled) / config.batch_size)
+    steps = batches.steps_per_epoch(len(labelled), len(unlabelled) if unl_images is not None else 0, config.batch_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
     sync_every = 1 if device.type == "cpu" else 50
     shown = val_set if val_set is not None and len(val_set) >= 8 else train_set
